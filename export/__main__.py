@@ -1,0 +1,89 @@
+"""CLI: python -m export build | hf | validate | serve."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_REPOSITORY = Path("model_repository")
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from .build import build
+    from .catalog import by_name
+
+    names = args.models.split(",") if args.models else None
+    report = build(by_name(names), args.target, Path(args.repository), force=args.force)
+    print(f"target={report.target} repository={report.repository} "
+          f"built={report.built or '-'} cached={report.cached or '-'} in {report.seconds}s")
+    return 0
+
+
+def _cmd_hf(args: argparse.Namespace) -> int:
+    from .build import build
+    from .spec import EncoderSpec, HeadSpec, ModelSpec, VersionSpec
+
+    spec = ModelSpec(
+        name=args.name,
+        task=args.task,
+        encoder=EncoderSpec(path=args.model_dir, pooling="mean"),
+        versions=(VersionSpec(1, HeadSpec(kind="hf"), description=f"from {args.model_dir}"),),
+        max_length=args.max_length,
+        description=f"Hugging Face model {args.model_dir} ({args.task})",
+        licence="see the model directory",
+    )
+    report = build((spec,), args.target, Path(args.repository), reset=False)
+    print(f"added {args.name} to {report.repository} in {report.seconds}s")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .validate import validate_repository
+
+    problems = validate_repository(Path(args.repository))
+    print(json.dumps({"repository": args.repository, "problems": problems}, indent=2))
+    return 1 if problems else 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .triton_launcher import main as launcher_main
+
+    return launcher_main(args.rest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="export the bundled models and write the repository")
+    b.add_argument("--target", choices=["cpu", "gpu"], default="cpu")
+    b.add_argument("--models", help="comma-separated subset (default: all bundled)")
+    b.add_argument("--repository", default=str(DEFAULT_REPOSITORY))
+    b.add_argument("--force", action="store_true", help="ignore the cache")
+    b.set_defaults(func=_cmd_build)
+
+    h = sub.add_parser("hf", help="add any Hugging Face model directory through optimum")
+    h.add_argument("--model-dir", required=True, help="directory (or hub id when online)")
+    h.add_argument("--task", choices=["text-classification", "feature-extraction"], required=True)
+    h.add_argument("--name", required=True)
+    h.add_argument("--max-length", type=int, default=256)
+    h.add_argument("--target", choices=["cpu", "gpu"], default="cpu")
+    h.add_argument("--repository", default=str(DEFAULT_REPOSITORY))
+    h.set_defaults(func=_cmd_hf)
+
+    v = sub.add_parser("validate", help="parse configs and check them against the ONNX graphs")
+    v.add_argument("--repository", default=str(DEFAULT_REPOSITORY))
+    v.set_defaults(func=_cmd_validate)
+
+    s = sub.add_parser("serve", help="run the embedded Triton (see triton_launcher --help)")
+    s.add_argument("rest", nargs=argparse.REMAINDER)
+    s.set_defaults(func=_cmd_serve)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

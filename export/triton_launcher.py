@@ -1,0 +1,322 @@
+"""The embedded Triton: the real `tritonserver` 2.51 binary from the nvidia-pytriton wheel,
+CPU-only, python backend. Starts it on chosen ports, waits for readiness, forwards its log,
+stops it cleanly, and fails fast with a clear message (never a hang) when a port is taken
+or a model fails to load.
+
+    python -m export.triton_launcher --repository model_repository
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import ctypes
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cache import cache_root
+
+DEFAULT_HOST = "127.0.0.1"
+# The frontend owns :8000, so Triton's own HTTP port moves to 8003; gRPC keeps 8001 and
+# metrics 8002 (Triton's defaults).
+DEFAULT_GRPC_PORT = 8001
+DEFAULT_METRICS_PORT = 8002
+DEFAULT_HTTP_PORT = 8003
+
+
+class TritonLaunchError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class TritonPorts:
+    grpc: int = DEFAULT_GRPC_PORT
+    http: int = DEFAULT_HTTP_PORT
+    metrics: int = DEFAULT_METRICS_PORT
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    root: Path  # .../site-packages/pytriton/tritonserver
+    libs: Path  # .../site-packages/nvidia_pytriton.libs
+
+    @property
+    def binary(self) -> Path:
+        return self.root / "bin" / "tritonserver"
+
+    @property
+    def caches(self) -> Path:
+        return self.root / "caches"
+
+
+def find_install() -> TritonInstall:
+    # find_spec locates the package without importing it (pytriton's import is heavy).
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise TritonLaunchError(
+            "nvidia-pytriton is not installed; run `make install` (pip install -e '.[triton]')"
+        )
+    pkg = Path(next(iter(spec.submodule_search_locations)))
+    install = TritonInstall(root=pkg / "tritonserver", libs=pkg.parent / "nvidia_pytriton.libs")
+    if not install.binary.is_file():
+        raise TritonLaunchError(f"tritonserver binary not found at {install.binary}")
+    return install
+
+
+def prepare_backends(install: TritonInstall, into: Path | None = None) -> Path:
+    """A backend directory holding the python backend and the stub for *this* Python."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = install.root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise TritonLaunchError(f"no python backend stub for Python {version} in {stub.parent}")
+    backends = into or cache_root() / "triton-backends" / f"py{version}"
+    python_dir = backends / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    shipped = [p for p in sorted((install.root / "backends" / "python").iterdir()) if p.is_file()]
+    for src in [*shipped, stub]:
+        dst = python_dir / src.name
+        if not dst.exists() or dst.stat().st_size != src.stat().st_size:
+            tmp = dst.with_suffix(".tmp")
+            shutil.copy2(src, tmp)
+            tmp.replace(dst)
+    return backends
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port(host: str = DEFAULT_HOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    # Linux: the server gets SIGTERM if the launcher dies, so no orphan keeps the ports.
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class EmbeddedTriton:
+    """One tritonserver process. Use as a context manager or call start()/stop()."""
+
+    def __init__(
+        self,
+        repository: Path,
+        ports: TritonPorts | None = None,
+        host: str = DEFAULT_HOST,
+        log_sink: Callable[[str], None] | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.repository = Path(repository).resolve()
+        self.ports = ports or TritonPorts()
+        self.host = host
+        self.log_sink = log_sink
+        self.extra_args = extra_args
+        self.process: subprocess.Popen[str] | None = None
+        self.log_tail: collections.deque[str] = collections.deque(maxlen=400)
+        self._reader: threading.Thread | None = None
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.ports.grpc}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.ports.http}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.ports.metrics}/metrics"
+
+    def command(self, backends: Path, install: TritonInstall) -> list[str]:
+        return [
+            str(install.binary),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={backends}",
+            f"--cache-directory={install.caches}",
+            f"--grpc-address={self.host}", f"--grpc-port={self.ports.grpc}",
+            f"--http-address={self.host}", f"--http-port={self.ports.http}",
+            f"--metrics-address={self.host}", f"--metrics-port={self.ports.metrics}",
+            "--allow-metrics=true", "--allow-gpu-metrics=false", "--allow-cpu-metrics=true",
+            "--strict-readiness=true",
+            "--exit-on-error=true",  # a model that fails to load stops the start, loudly
+            "--log-verbose=0",
+            *self.extra_args,
+        ]
+
+    def environment(self, install: TritonInstall) -> dict[str, str]:
+        env = dict(os.environ)
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            p for p in (str(install.libs), env.get("LD_LIBRARY_PATH", "")) if p
+        )
+        # The python-backend stub ignores PYTHONPATH and the venv: model.py reads this and
+        # adds the venv's site-packages so that it finds onnxruntime and tokenizers.
+        paths = sysconfig.get_paths()
+        site = [paths["purelib"], paths["platlib"]]
+        env["INFERGATE_PYTHONPATH"] = os.pathsep.join(dict.fromkeys(site))
+        env.setdefault("OMP_NUM_THREADS", "1")
+        return env
+
+    def start(self, ready_timeout: float = 300.0) -> EmbeddedTriton:
+        if not self.repository.is_dir():
+            raise TritonLaunchError(
+                f"model repository {self.repository} does not exist; run `make models`"
+            )
+        taken = [
+            f"{name} port {port}"
+            for name, port in (("gRPC", self.ports.grpc), ("HTTP", self.ports.http),
+                               ("metrics", self.ports.metrics))
+            if port_in_use(self.host, port)
+        ]
+        if taken:
+            raise TritonLaunchError(
+                f"cannot start Triton: {', '.join(taken)} already in use on {self.host}; "
+                "stop the other process or choose other ports (--grpc-port/--http-port/"
+                "--metrics-port)"
+            )
+        install = find_install()
+        backends = prepare_backends(install)
+        self.process = subprocess.Popen(
+            self.command(backends, install),
+            env=self.environment(install),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            bufsize=1,
+            preexec_fn=_die_with_parent,
+        )
+        self._reader = threading.Thread(target=self._pump_log, name="triton-log", daemon=True)
+        self._reader.start()
+        try:
+            self.wait_ready(ready_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _pump_log(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            line = line.rstrip("\n")
+            self.log_tail.append(line)
+            if self.log_sink is not None:
+                self.log_sink(line)
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=1) as resp:
+                return resp.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                time.sleep(0.2)  # let the log reader drain the last lines
+                raise TritonLaunchError(self._failure_message())
+            if self.is_ready():
+                return
+            time.sleep(0.25)
+        raise TritonLaunchError(f"Triton was not ready after {timeout:.0f}s\n" + self._tail(30))
+
+    def _failure_message(self) -> str:
+        code = self.process.returncode if self.process else None
+        lines = list(self.log_tail)
+        failed = [ln for ln in lines if "failed to load" in ln or "UNAVAILABLE" in ln
+                  or "already in use" in ln or ln.startswith("E")]
+        summary = "\n".join(failed[-10:]) or self._tail(30)
+        return f"Triton exited with code {code} before it was ready:\n{summary}"
+
+    def _tail(self, n: int) -> str:
+        return "\n".join(list(self.log_tail)[-n:])
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, wait (Triton needs ~4 s to drain and unload), then SIGKILL."""
+        proc = self.process
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        return proc.returncode
+
+    def __enter__(self) -> EmbeddedTriton:
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export.triton_launcher")
+    parser.add_argument("--repository", default="model_repository")
+    parser.add_argument("--host", default=DEFAULT_HOST)
+    parser.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT)
+    parser.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT)
+    parser.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT)
+    parser.add_argument("--ready-timeout", type=float, default=300.0)
+    args = parser.parse_args(argv)
+
+    def sink(line: str) -> None:
+        print(f"[triton] {line}", file=sys.stderr, flush=True)
+
+    server = EmbeddedTriton(
+        Path(args.repository),
+        TritonPorts(grpc=args.grpc_port, http=args.http_port, metrics=args.metrics_port),
+        host=args.host,
+        log_sink=sink,
+    )
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        server.start(args.ready_timeout)
+    except TritonLaunchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Triton ready: gRPC {server.grpc_url}  HTTP {server.http_url}  "
+          f"metrics {server.metrics_url}", flush=True)
+    while not stopping.is_set() and server.process and server.process.poll() is None:
+        stopping.wait(0.5)
+    code = server.stop()
+    print(f"Triton stopped (exit code {code})", file=sys.stderr)
+    return 0 if stopping.is_set() else (code or 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

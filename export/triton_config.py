@@ -22,7 +22,6 @@ from .spec import (
     ModelSpec,
     Target,
     TensorSpec,
-    core_output,
     model_outputs,
 )
 

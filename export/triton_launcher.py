@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import ctypes
 import importlib.util
 import os
@@ -113,10 +114,8 @@ def free_port(host: str = DEFAULT_HOST) -> int:
 
 def _die_with_parent() -> None:
     # Linux: the server gets SIGTERM if the launcher dies, so no orphan keeps the ports.
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 class EmbeddedTriton:
@@ -157,10 +156,15 @@ class EmbeddedTriton:
             f"--model-repository={self.repository}",
             f"--backend-directory={backends}",
             f"--cache-directory={install.caches}",
-            f"--grpc-address={self.host}", f"--grpc-port={self.ports.grpc}",
-            f"--http-address={self.host}", f"--http-port={self.ports.http}",
-            f"--metrics-address={self.host}", f"--metrics-port={self.ports.metrics}",
-            "--allow-metrics=true", "--allow-gpu-metrics=false", "--allow-cpu-metrics=true",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.ports.grpc}",
+            f"--http-address={self.host}",
+            f"--http-port={self.ports.http}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.ports.metrics}",
+            "--allow-metrics=true",
+            "--allow-gpu-metrics=false",
+            "--allow-cpu-metrics=true",
             "--strict-readiness=true",
             "--exit-on-error=true",  # a model that fails to load stops the start, loudly
             "--log-verbose=0",
@@ -187,8 +191,11 @@ class EmbeddedTriton:
             )
         taken = [
             f"{name} port {port}"
-            for name, port in (("gRPC", self.ports.grpc), ("HTTP", self.ports.http),
-                               ("metrics", self.ports.metrics))
+            for name, port in (
+                ("gRPC", self.ports.grpc),
+                ("HTTP", self.ports.http),
+                ("metrics", self.ports.metrics),
+            )
             if port_in_use(self.host, port)
         ]
         if taken:
@@ -247,8 +254,14 @@ class EmbeddedTriton:
     def _failure_message(self) -> str:
         code = self.process.returncode if self.process else None
         lines = list(self.log_tail)
-        failed = [ln for ln in lines if "failed to load" in ln or "UNAVAILABLE" in ln
-                  or "already in use" in ln or ln.startswith("E")]
+        failed = [
+            ln
+            for ln in lines
+            if "failed to load" in ln
+            or "UNAVAILABLE" in ln
+            or "already in use" in ln
+            or ln.startswith("E")
+        ]
         summary = "\n".join(failed[-10:]) or self._tail(30)
         return f"Triton exited with code {code} before it was ready:\n{summary}"
 
@@ -309,8 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     except TritonLaunchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"Triton ready: gRPC {server.grpc_url}  HTTP {server.http_url}  "
-          f"metrics {server.metrics_url}", flush=True)
+    print(
+        f"Triton ready: gRPC {server.grpc_url}  HTTP {server.http_url}  "
+        f"metrics {server.metrics_url}",
+        flush=True,
+    )
     while not stopping.is_set() and server.process and server.process.poll() is None:
         stopping.wait(0.5)
     code = server.stop()

@@ -92,7 +92,10 @@ class TextPipeline:
         encodings = self.tokenizer.encode_batch(clipped)
         lengths = np.array([len(e.ids) for e in encodings], dtype=np.int32)
         truncated = np.array(
-            [bool(e.overflowing) or len(t) > self.max_chars for e, t in zip(encodings, texts)]
+            [
+                bool(e.overflowing) or len(t) > self.max_chars
+                for e, t in zip(encodings, texts, strict=True)
+            ]
         )
         order = np.argsort(lengths, kind="stable")
         pieces: list[np.ndarray] = []

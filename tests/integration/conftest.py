@@ -55,8 +55,13 @@ def text_input(texts: list, dtype: str = "BYTES") -> grpcclient.InferInput:
     return tensor
 
 
-def infer(client: grpcclient.InferenceServerClient, model: str, texts: list,
-          outputs: tuple[str, ...], version: str = "") -> dict[str, np.ndarray]:
+def infer(
+    client: grpcclient.InferenceServerClient,
+    model: str,
+    texts: list,
+    outputs: tuple[str, ...],
+    version: str = "",
+) -> dict[str, np.ndarray]:
     result = client.infer(
         model,
         [text_input(texts)],

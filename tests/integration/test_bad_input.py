@@ -80,9 +80,13 @@ def test_zero_batch_wrong_dtype_wrong_shape(client, model):
     too_big = text_input(["x"] * 257)  # max_batch_size is 256
     wrong_name = grpcclient.InferInput("TEXTS", [1, 1], "BYTES")
     wrong_name.set_data_from_numpy(np.array([["a"]], dtype=object))
-    cases = [(empty, "got 0"), (wrong_dtype, "data-type is 'FP32'"),
-             (wrong_shape, "unexpected shape"), (too_big, "batch-size must be <= 256"),
-             (wrong_name, "TEXTS")]
+    cases = [
+        (empty, "got 0"),
+        (wrong_dtype, "data-type is 'FP32'"),
+        (wrong_shape, "unexpected shape"),
+        (too_big, "batch-size must be <= 256"),
+        (wrong_name, "TEXTS"),
+    ]
     for tensor, message in cases:
         with pytest.raises(InferenceServerException) as err:
             _raw_infer(client, model, tensor)

@@ -47,6 +47,8 @@ def test_batches_form_at_32_concurrent_clients(triton):
     inferences, executions = count1 - count0, exec1 - exec0
     assert inferences == 32 * 15
     average = inferences / executions
-    print(f"intent v1 at 32 concurrent gRPC clients: {inferences:.0f} inferences in "
-          f"{executions:.0f} executions, average batch {average:.1f}")
+    print(
+        f"intent v1 at 32 concurrent gRPC clients: {inferences:.0f} inferences in "
+        f"{executions:.0f} executions, average batch {average:.1f}"
+    )
     assert average > 2.0

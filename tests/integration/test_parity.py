@@ -33,8 +33,9 @@ def reference_embeddings(sentences: list[str]) -> np.ndarray:
     ("version", "estimator", "method"),
     [(1, "LogisticRegression", "predict_proba"), (2, "LinearSVC", "decision_function")],
 )
-def test_intent_matches_sklearn_head(client, repository, sentences, reference_embeddings,
-                                     version, estimator, method):
+def test_intent_matches_sklearn_head(
+    client, repository, sentences, reference_embeddings, version, estimator, method
+):
     clf = heads.load_pickled_estimator("rag_intent_classifier", estimator)
     expected_scores = getattr(clf, method)(reference_embeddings)
     labels = card(repository, "intent", version)["labels"]

@@ -16,14 +16,16 @@ def _accuracy(client, rows: list[tuple[str, str]]) -> float:
     for start in range(0, len(rows), 256):
         chunk = rows[start : start + 256]
         got = infer(client, "sentiment", [t for t, _ in chunk], ("LABEL",))["LABEL"].reshape(-1)
-        correct += sum(g.decode() == label for g, (_, label) in zip(got, chunk))
+        correct += sum(g.decode() == label for g, (_, label) in zip(got, chunk, strict=True))
     return correct / len(rows)
 
 
 def test_sentiment_rotten_tomatoes(client, repository):
     accuracy = _accuracy(client, sources.rotten_tomatoes())
-    print(f"sentiment accuracy on {len(sources.rotten_tomatoes())} Rotten Tomatoes snippets: "
-          f"{accuracy:.4f}")
+    print(
+        f"sentiment accuracy on {len(sources.rotten_tomatoes())} Rotten Tomatoes snippets: "
+        f"{accuracy:.4f}"
+    )
     assert accuracy >= 0.72
     recorded = card(repository, "sentiment", 1)["quality"]["rotten_tomatoes_accuracy"]
     assert abs(recorded - accuracy) < 0.002, "the card must record what the served model does"

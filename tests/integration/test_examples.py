@@ -1,0 +1,26 @@
+"""The README's example works as written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_raw_text_example(triton):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "triton_raw_text.py"), "--url", triton.grpc_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "intent v1: [('connect_to_human'" in out
+    assert "intent v2: [('connect_to_human'" in out
+    assert "sentiment: [('positive'" in out and "('negative'" in out
+    assert "embed: (1, 384) norm=1.0000" in out

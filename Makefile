@@ -54,6 +54,7 @@ test-unit: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy export frontend benchmarks
 
 clean:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import shutil
 import tempfile
@@ -128,7 +129,7 @@ def main() -> None:
     servers = {name: EmbeddedTriton(repo, _ports()).start(180) for name, repo in repos.items()}
     rows: list[dict] = []
     try:
-        for name, server in servers.items():  # warm-up, not recorded
+        for server in servers.values():  # warm-up, not recorded
             asyncio.run(_measure(server, args.concurrency, 3))
         for round_ in range(args.rounds):  # interleaved: A B A B
             for name, server in servers.items():
@@ -148,7 +149,7 @@ def main() -> None:
     }
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "concurrency": args.concurrency,
         "rows": rows,
         "split_over_fused_rps": round(best["split"]["rps"] / best["fused"]["rps"], 3),

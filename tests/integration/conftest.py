@@ -70,3 +70,68 @@ def infer(
         client_timeout=120,
     )
     return {o: result.as_numpy(o) for o in outputs}
+
+
+class LiveFrontend:
+    """The real app under uvicorn in a thread, on a free port."""
+
+    def __init__(self, app) -> None:
+        import threading
+
+        import uvicorn
+
+        self.app = app
+        self.port = free_port()
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            loop="asyncio",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        import time
+
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("frontend did not start")
+            time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+def frontend_settings(grpc_url: str, repository: Path, **triton_overrides):
+    from frontend.settings import Settings, TritonSettings
+
+    return Settings(
+        environment="test",
+        triton=TritonSettings(url=grpc_url, model_repository=repository, **triton_overrides),
+    )
+
+
+@pytest.fixture(scope="session")
+def frontend(triton: EmbeddedTriton, repository: Path) -> Iterator[LiveFrontend]:
+    from frontend.app import create_app
+
+    live = LiveFrontend(create_app(frontend_settings(triton.grpc_url, repository)))
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="session")
+def http(frontend: LiveFrontend):
+    import httpx
+
+    with httpx.Client(base_url=frontend.url, timeout=60) as client:
+        yield client

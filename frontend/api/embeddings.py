@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from ..deps import InferenceDep, ModelVersionHeader, RequestIdDep
+from ..schemas.common import error_responses
+from ..schemas.embeddings import EmbeddingRequest, EmbeddingResponse
+from .common import answer_response
+
+router = APIRouter(prefix="/v1", tags=["embeddings"])
+
+
+@router.post(
+    "/embeddings",
+    response_model=EmbeddingResponse,
+    responses=error_responses(400, 404, 413, 422, 503, 504),
+    summary="OpenAI-compatible embeddings",
+)
+async def create_embeddings(
+    body: EmbeddingRequest,
+    request: Request,
+    service: InferenceDep,
+    request_id: RequestIdDep,
+    x_model_version: ModelVersionHeader = None,
+) -> object:
+    answer = await service.embed(body, x_model_version, request_id)
+    return answer_response(request, answer)

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from ..deps import CatalogDep, SettingsDep, TritonDep
+from ..responses import OrjsonResponse
+from ..schemas.health import HealthResponse
+from ..services.health import readiness
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health/live", response_model=HealthResponse, summary="The process answers")
+async def live() -> object:
+    return OrjsonResponse({"status": "ok", "components": {}})
+
+
+@router.get(
+    "/health/startup",
+    response_model=HealthResponse,
+    summary="Start-up finished (catalog loaded, clients open)",
+)
+async def startup(request: Request) -> object:
+    if getattr(request.app.state, "started", False):
+        return OrjsonResponse({"status": "ok", "components": {}})
+    return OrjsonResponse(
+        {"status": "starting", "components": {}}, status_code=503, headers={"Retry-After": "1"}
+    )
+
+
+@router.get(
+    "/health/ready",
+    response_model=HealthResponse,
+    responses={503: {"model": HealthResponse}},
+    summary="Triton, each required model and Redis (when configured) are up",
+)
+async def ready(
+    request: Request, settings: SettingsDep, triton: TritonDep, catalog: CatalogDep
+) -> object:
+    status, body = await readiness(
+        triton, catalog, settings.triton.required_models, request.app.state.redis
+    )
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return OrjsonResponse(body, status_code=status, headers=headers)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    return Response(
+        request.app.state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+    )

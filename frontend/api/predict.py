@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Path, Request
+
+from ..deps import InferenceDep, ModelVersionHeader, RequestIdDep
+from ..schemas.common import error_responses
+from ..schemas.predict import PredictRequest, PredictResponse
+from .common import answer_response
+
+router = APIRouter(prefix="/v1/models", tags=["predict"])
+ERRORS = error_responses(400, 404, 413, 422, 503, 504)
+ModelPath = Path(description="Model name, e.g. intent or sentiment", examples=["intent"])
+
+
+@router.post(
+    "/{model}/predict",
+    response_model=PredictResponse,
+    responses=ERRORS,
+    summary="Classify one text or a batch (default version, or X-Model-Version)",
+)
+async def predict(
+    model: str,
+    body: PredictRequest,
+    request: Request,
+    service: InferenceDep,
+    request_id: RequestIdDep,
+    x_model_version: ModelVersionHeader = None,
+) -> object:
+    answer = await service.predict(model, x_model_version, body, request_id)
+    return answer_response(request, answer)
+
+
+@router.post(
+    "/{model}/versions/{version}/predict",
+    response_model=PredictResponse,
+    responses=ERRORS,
+    summary="Classify with an explicit model version",
+)
+async def predict_version(
+    model: str,
+    version: str,
+    body: PredictRequest,
+    request: Request,
+    service: InferenceDep,
+    request_id: RequestIdDep,
+) -> object:
+    answer = await service.predict(model, version, body, request_id)
+    return answer_response(request, answer)

@@ -1,0 +1,72 @@
+"""Exception handlers: everything leaves as the one envelope (see errors.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from .errors import (
+    BadRequest,
+    InfergateError,
+    InputInvalid,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+)
+from .responses import error_response
+
+
+def request_id_of(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+async def on_infergate_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InfergateError)
+    return error_response(exc, request_id_of(request))
+
+
+def _clean(error: dict[str, Any]) -> dict[str, Any]:
+    # Never echo the offending value back (it may be PII) nor pydantic's internals.
+    return {
+        "loc": list(error.get("loc", ())),
+        "msg": error.get("msg", ""),
+        "type": error.get("type", ""),
+    }
+
+
+async def on_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    details = [_clean(e) for e in exc.errors()]
+    first = details[0] if details else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(p) for p in first["loc"]) or "request"
+    return error_response(InputInvalid(f"{where}: {first['msg']}", details), request_id_of(request))
+
+
+async def on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    error: InfergateError
+    if exc.status_code == 404:
+        error = NotFound(f"no route {request.url.path}")
+    elif exc.status_code == 405:
+        error = MethodNotAllowed(f"method {request.method} is not allowed on {request.url.path}")
+    elif exc.status_code == 413:
+        error = PayloadTooLarge(str(exc.detail))
+    elif exc.status_code < 500:
+        error = BadRequest(str(exc.detail))
+    else:
+        error = InfergateError()
+    response = error_response(error, request_id_of(request))
+    response.status_code = exc.status_code
+    for key, value in (exc.headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(InfergateError, on_infergate_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)

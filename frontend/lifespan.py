@@ -1,0 +1,43 @@
+"""Opens and closes what the app talks to; nothing connects at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from .services.catalog import Catalog
+from .services.inference import InferenceService
+from .triton.client import TritonClient
+
+log = logging.getLogger("infergate")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = app.state.settings
+    app.state.catalog = Catalog.load(settings.triton.model_repository)
+    app.state.triton = TritonClient(settings.triton)
+    app.state.inference = InferenceService(settings, app.state.catalog, app.state.triton)
+    app.state.redis = None
+    if settings.redis.url is not None:
+        import redis.asyncio as redis
+
+        app.state.redis = redis.from_url(
+            settings.redis.url.get_secret_value(),
+            socket_timeout=settings.redis.socket_timeout_s,
+            socket_connect_timeout=settings.redis.connect_timeout_s,
+        )
+    else:
+        log.info("no Redis configured: state is kept in process (run a single worker)")
+    log.info("started", extra={"models": app.state.catalog.names(), "triton": settings.triton.url})
+    app.state.started = True
+    try:
+        yield
+    finally:
+        app.state.started = False
+        await app.state.triton.close()
+        if app.state.redis is not None:
+            await app.state.redis.aclose()

@@ -1,0 +1,80 @@
+"""Timing, access log, metrics and the last-resort error boundary, in one pass.
+
+The access log names the route, model and version (set by services in scope state), never
+the body; paths and query strings go through the PII masks like every log field.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..errors import InfergateError
+from ..observability.metrics import Metrics
+from ..responses import send_error
+
+access_log = logging.getLogger("infergate.access")
+error_log = logging.getLogger("infergate.error")
+
+
+class ObserveMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        state = scope.setdefault("state", {})
+        try:
+            await self.app(scope, receive, send_observed)
+        except Exception:
+            # Last resort: an unexpected error becomes a generic 500 envelope, logged with
+            # its traceback here and never shown to the client.
+            error_log.exception("unhandled error", extra={"request_id": state.get("request_id")})
+            if not response_started:
+                await send_error(send_observed, InfergateError(), state.get("request_id"))
+        finally:
+            self.metrics.in_flight.dec()
+            self._record(scope, state, status, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, state: dict, status: int, seconds: float) -> None:
+        route = getattr(scope.get("route"), "path", None) or "unmatched"
+        model = state.get("model", "")
+        version = state.get("version", "")
+        m = self.metrics
+        m.requests.labels(route, scope["method"], str(status), model, version).inc()
+        m.latency.labels(route, model).observe(seconds)
+        triton_seconds = state.get("triton_seconds")
+        if triton_seconds is not None:
+            m.frontend_time.labels(route, model).observe(max(seconds - triton_seconds, 0.0))
+        access_log.info(
+            "request",
+            extra={
+                "request_id": state.get("request_id"),
+                "method": scope["method"],
+                "path": scope["path"],
+                "query": scope.get("query_string", b"").decode("latin-1"),
+                "route": route,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 2),
+                "model": model or None,
+                "version": version or None,
+                "triton_ms": round(triton_seconds * 1000, 2) if triton_seconds else None,
+            },
+        )

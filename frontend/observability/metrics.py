@@ -1,0 +1,72 @@
+"""Prometheus metrics, created per app (no import-time globals). With several uvicorn
+workers, `python -m frontend` sets PROMETHEUS_MULTIPROC_DIR before any worker starts and
+/metrics aggregates every worker's files."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "infergate_requests",
+            "HTTP requests answered",
+            ["route", "method", "status", "model", "version"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "infergate_request_duration_seconds",
+            "Whole request time in the frontend",
+            ["route", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.frontend_time = Histogram(
+            "infergate_frontend_overhead_seconds",
+            "Request time spent outside Triton (parsing, checks, shaping, serialisation)",
+            ["route", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.triton_time = Histogram(
+            "infergate_triton_duration_seconds",
+            "Time waiting for Triton per inference call",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_items = Histogram(
+            "infergate_batch_items",
+            "Texts per inference request sent to Triton",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "infergate_in_flight_requests",
+            "Requests being handled",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+
+    def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class VersionInfo(BaseModel):
+    version: str
+    status: str  # READY | UNAVAILABLE | LOADING | UNKNOWN (from Triton)
+    reason: str | None = None
+    description: str | None = None
+    score_kind: str | None = None
+    score_meaning: str | None = None
+    artifact_sha256: str | None = None
+    quality: dict[str, Any] | None = None
+
+
+class ModelInfo(BaseModel):
+    id: str
+    object: str = "model"
+    task: str
+    description: str
+    default_version: str
+    versions: list[VersionInfo]
+    num_labels: int
+    embedding_dim: int | None = None
+    max_input_tokens: int
+    ready: bool
+    labels: list[str] | None = None
+
+
+class ModelList(BaseModel):
+    object: str = "list"
+    data: list[ModelInfo]

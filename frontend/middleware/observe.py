@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import InfergateError
@@ -29,6 +30,7 @@ class ObserveMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        state = scope.setdefault("state", {})
         status = 500
         response_started = False
 
@@ -37,10 +39,14 @@ class ObserveMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
+                # Server-Timing: how long the frontend took, and how much of it was Triton.
+                timing = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+                if state.get("triton_seconds") is not None:
+                    timing += f", triton;dur={state['triton_seconds'] * 1000:.1f}"
+                MutableHeaders(scope=message).append("Server-Timing", timing)
             await send(message)
 
         self.metrics.in_flight.inc()
-        state = scope.setdefault("state", {})
         try:
             await self.app(scope, receive, send_observed)
         except Exception:

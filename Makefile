@@ -22,6 +22,7 @@ help:
 	@echo "make serve   install, build the model repository (cached), run the stack"
 	@echo "make test    install, build the model repository (cached), run all tests"
 	@echo "make models  build model_repository/ (TARGET=cpu|gpu)"
+	@echo "make triton  run only the embedded Triton"
 	@echo "make lint    ruff + mypy"
 
 install: $(STAMP)
@@ -44,6 +45,9 @@ models: install
 	$(PY) -m export build --target $(TARGET)
 
 serve: models
+	$(PY) -m frontend serve --repository model_repository
+
+triton: models
 	$(PY) -m export.triton_launcher --repository model_repository
 
 test: models

@@ -24,3 +24,20 @@ def test_raw_text_example(triton):
     assert "intent v2: [('connect_to_human'" in out
     assert "sentiment: [('positive'" in out and "('negative'" in out
     assert "embed: (1, 384) norm=1.0000" in out
+
+
+def test_curl_examples_printed_by_serve_work(frontend):
+    import json
+    import shlex
+
+    from frontend.__main__ import EXAMPLES
+
+    text = EXAMPLES.format(host="127.0.0.1", port=frontend.port).replace("\\\n", " ")
+    commands = [line.strip() for line in text.splitlines() if line.strip().startswith("curl ")]
+    assert len(commands) >= 6
+    for command in commands:
+        out = subprocess.run(
+            shlex.split(command), capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+        body = json.loads(out)
+        assert "error" not in body, (command, body)

@@ -65,7 +65,6 @@ class CorsSettings(BaseModel):
 class LogSettings(BaseModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_format: bool = True
-    log_inputs: bool = False  # input texts never reach logs unless asked for
 
 
 class Settings(BaseSettings):

@@ -32,9 +32,13 @@ def test_curl_examples_printed_by_serve_work(frontend):
 
     from frontend.__main__ import EXAMPLES
 
-    text = EXAMPLES.format(host="127.0.0.1", port=frontend.port).replace("\\\n", " ")
+    printed = EXAMPLES.format(host="127.0.0.1", port=frontend.port)
+    readme = (
+        (ROOT / "README.md").read_text().replace("127.0.0.1:8000", f"127.0.0.1:{frontend.port}")
+    )
+    text = (printed + "\n" + readme).replace("\\\n", " ")
     commands = [line.strip() for line in text.splitlines() if line.strip().startswith("curl ")]
-    assert len(commands) >= 6
+    assert len(commands) >= 11
     for command in commands:
         out = subprocess.run(
             shlex.split(command), capture_output=True, text=True, timeout=30, check=True

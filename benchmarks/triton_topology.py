@@ -21,26 +21,15 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
-import tritonclient.grpc.aio as grpcaio
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from export.triton_launcher import EmbeddedTriton, TritonPorts, free_port
 
 from .loadgen import closed_loop
+from .targets import GrpcCaller
 
 HERE = Path(__file__).parent
-TEXTS = [
-    "please book a table for four people at eight",
-    "what's my account balance",
-    "I want to speak to a human agent right now, this is urgent",
-    "how do I say thank you in japanese",
-    "my card was declined at the store again",
-    "set an alarm for 6 am tomorrow",
-    "transfer 200 dollars from checking to savings",
-    "what is the meaning of life",
-]
 
 
 def _ports() -> TritonPorts:
@@ -88,25 +77,11 @@ def _batch_counters(server: EmbeddedTriton) -> tuple[float, float]:
 
 
 async def _measure(server: EmbeddedTriton, concurrency: int, seconds: float) -> dict:
-    clients = [grpcaio.InferenceServerClient(server.grpc_url) for _ in range(4)]
-
-    async def call(i: int) -> None:
-        array = np.array([[TEXTS[i % len(TEXTS)].encode()]], dtype=object)
-        tensor = grpcaio.InferInput("TEXT", [1, 1], "BYTES")
-        tensor.set_data_from_numpy(array)
-        await clients[i % 4].infer(
-            "intent",
-            [tensor],
-            model_version="1",
-            client_timeout=30,
-            outputs=[grpcaio.InferRequestedOutput("LABEL")],
-        )
-
+    caller = GrpcCaller(server.grpc_url)
     count0, exec0 = _batch_counters(server)
-    result = await closed_loop(call, concurrency, seconds)
+    result = await closed_loop(caller.classify(1), concurrency, seconds)
     count1, exec1 = _batch_counters(server)
-    for c in clients:
-        await c.close()
+    await caller.close()
     summary = result.summary()
     summary["avg_batch"] = round((count1 - count0) / max(exec1 - exec0, 1), 1)
     return summary

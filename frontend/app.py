@@ -9,6 +9,7 @@ from . import handlers
 from .api import embeddings, health, models, predict
 from .lifespan import lifespan
 from .middleware.body_guard import BodyGuardMiddleware
+from .middleware.disconnect import DisconnectCancelMiddleware
 from .middleware.observe import ObserveMiddleware
 from .middleware.request_id import RequestIdMiddleware
 from .middleware.security_headers import SecurityHeadersMiddleware
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ],
             expose_headers=["X-Request-ID", "X-Model-Version", "Retry-After"],
         )
+    app.add_middleware(DisconnectCancelMiddleware)
     app.add_middleware(ObserveMiddleware, metrics=app.state.metrics)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestIdMiddleware)

@@ -31,6 +31,10 @@ class InputError(ValueError):
     """The caller sent something we refuse; becomes INVALID_ARG for that request only."""
 
 
+class Cancelled(RuntimeError):
+    """Every caller of the batch cancelled; the rest of the batch is not computed."""
+
+
 def decode_texts(raw: np.ndarray) -> list[str]:
     """TEXT tensor ([n, 1] of bytes) -> list of str, refusing what no model can use."""
     flat = raw.reshape(-1)
@@ -87,7 +91,9 @@ class TextPipeline:
         self.label_bytes = np.array([s.encode("utf-8") for s in self.labels], dtype=np.object_)
         self.core_runner = core_runner or OnnxRuntimeCore(version_dir / "model.onnx", params)
 
-    def run(self, texts: list[str]) -> dict[str, np.ndarray]:
+    def run(self, texts: list[str], cancelled: Any = None) -> dict[str, np.ndarray]:
+        """`cancelled()` is polled between chunks: a batch whose callers all left stops
+        within one chunk instead of running to the end (raises Cancelled)."""
         clipped = [t[: self.max_chars] for t in texts]
         encodings = self.tokenizer.encode_batch(clipped)
         lengths = np.array([len(e.ids) for e in encodings], dtype=np.int32)
@@ -100,6 +106,8 @@ class TextPipeline:
         order = np.argsort(lengths, kind="stable")
         pieces: list[np.ndarray] = []
         for start in range(0, len(order), self.chunk_rows):
+            if cancelled is not None and start and cancelled():
+                raise Cancelled(f"cancelled after {start} of {len(order)} texts")
             rows = order[start : start + self.chunk_rows]
             width = int(lengths[rows].max())
             ids = np.zeros((len(rows), width), dtype=np.int64)
@@ -196,6 +204,21 @@ class TritonPythonModel:
             core = BlsCore(pb_utils, params["core_model"], version)
         self.pipeline = TextPipeline(version_dir, params, core_runner=core)
         self.output_names = [o["name"] for o in config["output"]]
+        # Exported on Triton's metrics port: requests this model stopped because their
+        # callers cancelled (the frontend cancels when its client disconnects).
+        # The family must outlive its metric (Triton deletes both with the family object).
+        self.cancelled_family = family = pb_utils.MetricFamily(
+            name="infergate_runner_cancelled_requests",
+            description="Requests stopped by the runner because the caller cancelled",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.cancelled_metric = family.Metric(
+            labels={
+                "model": args["model_name"],
+                "version": str(version),
+                "instance": args["model_instance_name"],
+            }
+        )
 
     def execute(self, requests: list[Any]) -> list[Any]:
         pb = self.pb
@@ -204,9 +227,8 @@ class TritonPythonModel:
         spans: list[tuple[int, int, int]] = []  # (request index, start, stop)
         for i, request in enumerate(requests):
             if request.is_cancelled():
-                responses[i] = pb.InferenceResponse(
-                    error=pb.TritonError("request cancelled", pb.TritonError.CANCELLED)
-                )
+                self.cancelled_metric.increment(1)
+                responses[i] = self._cancelled()
                 continue
             try:
                 batch = decode_texts(pb.get_input_tensor_by_name(request, "TEXT").as_numpy())
@@ -219,8 +241,16 @@ class TritonPythonModel:
             texts.extend(batch)
         if texts:
             # One pass for every valid request of the dynamic batch.
+            live = [requests[i] for i, _, _ in spans]
             try:
-                outputs = self.pipeline.run(texts)
+                outputs = self.pipeline.run(
+                    texts, cancelled=lambda: all(r.is_cancelled() for r in live)
+                )
+            except Cancelled:
+                self.cancelled_metric.increment(len(spans))
+                for i, _, _ in spans:
+                    responses[i] = self._cancelled()
+                return responses
             except Exception as exc:  # the instance must survive whatever a batch does
                 for i, _, _ in spans:
                     responses[i] = pb.InferenceResponse(
@@ -231,6 +261,11 @@ class TritonPythonModel:
                 tensors = [pb.Tensor(name, outputs[name][start:stop]) for name in self.output_names]
                 responses[i] = pb.InferenceResponse(output_tensors=tensors)
         return responses
+
+    def _cancelled(self) -> Any:
+        return self.pb.InferenceResponse(
+            error=self.pb.TritonError("request cancelled", self.pb.TritonError.CANCELLED)
+        )
 
     def finalize(self) -> None:
         self.pipeline = None  # type: ignore[assignment]

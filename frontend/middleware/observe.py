@@ -57,6 +57,8 @@ class ObserveMiddleware:
                 await send_error(send_observed, InfergateError(), state.get("request_id"))
         finally:
             self.metrics.in_flight.dec()
+            if not response_started and state.get("client_disconnected"):
+                status = 499  # the client left before the answer (nginx's convention)
             self._record(scope, state, status, time.perf_counter() - started)
 
     def _record(self, scope: Scope, state: dict, status: int, seconds: float) -> None:

@@ -51,8 +51,19 @@ def _masked(value: Any) -> Any:
 
 # Fields we write ourselves from our own data, never from the client (a timestamp looks like
 # a phone number to the masks; skipping them also keeps the access log cheap).
-_SAFE_FIELDS = ("ts", "level", "logger", "request_id", "status", "duration_ms", "method",
-                "route", "model", "version", "triton_ms")
+_SAFE_FIELDS = (
+    "ts",
+    "level",
+    "logger",
+    "request_id",
+    "status",
+    "duration_ms",
+    "method",
+    "route",
+    "model",
+    "version",
+    "triton_ms",
+)
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 

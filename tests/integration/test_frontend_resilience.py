@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import io
+import json
 import logging
 import os
 import re
@@ -262,3 +263,68 @@ def test_metrics_add_up_across_workers(triton, repository, tmp_path):
     print(f"{total:.0f} requests counted from {len(pids)} worker files")
     assert total == n
     assert len(pids) == 2
+
+
+def _triton_metric(triton, name: str, model: str) -> float:
+    import urllib.request
+
+    text = urllib.request.urlopen(triton.metrics_url, timeout=5).read().decode()
+    pattern = rf'^{name}{{[^}}]*model="{model}"[^}}]*}} (\S+)$'
+    return sum(float(v) for v in re.findall(pattern, text, re.M))
+
+
+def test_client_disconnect_cancels_the_work(frontend, http, triton):
+    """RELIABILITY row 3: the handler ends in < 0.5 x the model time, Triton sees the cancel
+    and stops the batch early."""
+    texts = [
+        f"long review {i}: " + "the plot meanders and the acting is uneven " * 30 for i in range(64)
+    ]
+    full = http.post("/v1/models/sentiment/predict", json={"inputs": texts})
+    assert full.status_code == 200
+    model_ms = float(re.search(r"triton;dur=([\d.]+)", full.headers["server-timing"]).group(1))
+    assert model_ms > 500, "the batch must take long enough to cancel"
+
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(JsonFormatter())
+    access = logging.getLogger("infergate.access")
+    access.addHandler(handler)
+    cancelled_before = _triton_metric(triton, "infergate_runner_cancelled_requests", "sentiment")
+    body = json.dumps({"inputs": texts}).encode()
+    try:
+        with socket.create_connection(("127.0.0.1", frontend.port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/models/sentiment/predict HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            time.sleep(0.15)  # the request reached Triton; now the client gives up
+        deadline = time.monotonic() + model_ms / 1000
+        while '"status":499' not in buffer.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        access.removeHandler(handler)
+    record = next(
+        json.loads(line) for line in buffer.getvalue().splitlines() if '"status":499' in line
+    )
+    print(
+        f"model time {model_ms:.0f} ms; handler ended {record['duration_ms']:.0f} ms after "
+        "the request arrived"
+    )
+    assert record["duration_ms"] < 0.5 * model_ms
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if (
+            _triton_metric(triton, "infergate_runner_cancelled_requests", "sentiment")
+            > cancelled_before
+        ):
+            break
+        time.sleep(0.1)
+    assert (
+        _triton_metric(triton, "infergate_runner_cancelled_requests", "sentiment")
+        > cancelled_before
+    )
+    assert (
+        http.post("/v1/models/sentiment/predict", json={"inputs": "still fine"}).status_code == 200
+    )

@@ -9,7 +9,10 @@ python -m frontend serve --triton-url host:8001
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,6 +34,13 @@ infergate is up at http://{host}:{port}  (docs: http://{host}:{port}/docs)
 """
 
 
+def _die_with_parent() -> None:
+    # uvicorn re-raises SIGTERM after its graceful shutdown, so this process may end before
+    # any `finally` runs: the launcher then gets SIGTERM from the kernel and stops Triton.
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _start_triton(args: argparse.Namespace) -> subprocess.Popen[str]:
     """The launcher runs as its own process: export and frontend share no imports."""
     cmd = [
@@ -41,8 +51,12 @@ def _start_triton(args: argparse.Namespace) -> subprocess.Popen[str]:
         args.repository,
         "--grpc-port",
         str(args.triton_grpc_port),
+        "--http-port",
+        str(args.triton_http_port),
+        "--metrics-port",
+        str(args.triton_metrics_port),
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
     ready = threading.Event()
 
     def watch() -> None:
@@ -103,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--repository", default="model_repository")
     s.add_argument("--triton-url", help="use a running Triton instead of the embedded one")
     s.add_argument("--triton-grpc-port", type=int, default=8001)
+    s.add_argument("--triton-http-port", type=int, default=8003)
+    s.add_argument("--triton-metrics-port", type=int, default=8002)
     s.set_defaults(func=serve)
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -328,3 +328,163 @@ def test_client_disconnect_cancels_the_work(frontend, http, triton):
     assert (
         http.post("/v1/models/sentiment/predict", json={"inputs": "still fine"}).status_code == 200
     )
+
+
+def test_sigterm_finishes_in_flight_and_refuses_new(triton, repository):
+    """RELIABILITY row 7: SIGTERM under load, in-flight requests complete, new ones are
+    refused."""
+    import signal
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "frontend",
+            "serve",
+            "--port",
+            str(port),
+            "--triton-url",
+            triton.grpc_url,
+            "--repository",
+            str(repository),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "INFERGATE_ENVIRONMENT": "test"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        texts = ["the plot meanders and the acting is uneven " * 10] * 48
+
+        def slow(_: int) -> int:
+            return httpx.post(
+                url + "/v1/models/sentiment/predict", json={"inputs": texts}, timeout=60
+            ).status_code
+
+        with cf.ThreadPoolExecutor(4) as pool:
+            in_flight = [pool.submit(slow, i) for i in range(4)]
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            with pytest.raises(httpx.ConnectError):
+                httpx.post(url + "/v1/models/sentiment/predict", json={"inputs": "new"}, timeout=5)
+            assert [f.result() for f in in_flight] == [200] * 4
+        # uvicorn re-raises the signal once the graceful shutdown is done
+        assert proc.wait(30) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_sigterm_to_the_stack_stops_embedded_triton_too(repository, tmp_path):
+    import signal
+
+    repo = _sentiment_only(repository, tmp_path)
+    port, grpc_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "frontend",
+            "serve",
+            "--port",
+            str(port),
+            "--repository",
+            str(repo),
+            "--triton-grpc-port",
+            str(grpc_port),
+            "--triton-http-port",
+            str(free_port()),
+            "--triton-metrics-port",
+            str(free_port()),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "INFERGATE_ENVIRONMENT": "test"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        assert port_in_use("127.0.0.1", grpc_port)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        _wait_port_free(grpc_port, timeout=30)
+        assert not port_in_use("127.0.0.1", grpc_port), "Triton outlived the stack"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_triton_killed_hard_under_load(repository, tmp_path):
+    """RELIABILITY row 6: Triton SIGKILLed for ~10 s at 20 req/s: only 503 + Retry-After,
+    ready false within 2 s, first success within 2 s of Triton being ready again."""
+    import threading
+
+    repo = _sentiment_only(repository, tmp_path)
+    ports = free_ports()
+    triton = EmbeddedTriton(repo, ports).start(120)
+    live = LiveFrontend(create_app(frontend_settings(triton.grpc_url, repo)))
+    results: list[tuple[float, int, str | None]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=live.url, timeout=10) as http:
+            while not stop.is_set():
+                r = http.post("/v1/models/sentiment/predict", json={"inputs": "good"})
+                results.append((time.monotonic(), r.status_code, r.headers.get("retry-after")))
+                stop.wait(0.05)  # ~20 req/s
+
+    def ready_at(after: float, want: int) -> float:
+        while True:
+            if httpx.get(live.url + "/health/ready", timeout=5).status_code == want:
+                return time.monotonic() - after
+            time.sleep(0.05)
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        time.sleep(1)
+        assert triton.process is not None
+        killed_at = time.monotonic()
+        triton.process.kill()
+        not_ready_in = ready_at(killed_at, 503)
+        time.sleep(10)
+        _wait_port_free(ports.grpc)
+        triton = EmbeddedTriton(repo, ports).start(120)
+        back_at = time.monotonic()
+        first_ok = None
+        while first_ok is None and time.monotonic() - back_at < 10:
+            first_ok = next(
+                (t - back_at for t, s, _ in list(results) if t > back_at and s == 200), None
+            )
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        worker.join(15)
+        live.stop()
+        triton.stop()
+    statuses = {s for _, s, _ in results}
+    failures = [(s, ra) for _, s, ra in results if s != 200]
+    print(
+        f"{len(results)} requests, not ready {not_ready_in:.2f}s after the kill, first "
+        f"success {first_ok:.2f}s after Triton was ready; statuses {sorted(statuses)}"
+    )
+    assert statuses <= {200, 503}
+    assert failures and all(ra == "1" for _, ra in failures)
+    assert not_ready_in < 2.0
+    assert first_ok is not None and first_ok < 2.0

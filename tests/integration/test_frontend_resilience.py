@@ -50,6 +50,27 @@ def _wait_port_free(port: int, timeout: float = 30) -> None:
         time.sleep(0.2)
 
 
+def _serve(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """`python -m frontend serve` in a subprocess on a free port, once it is ready."""
+    from benchmarks.targets import wait_http
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "frontend", "serve", "--port", str(port), *args],
+        cwd=ROOT,
+        env={**os.environ, "INFERGATE_ENVIRONMENT": "test", **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/health/ready", timeout=120)
+    except RuntimeError:
+        proc.kill()
+        raise
+    return proc, url
+
+
 def test_triton_down_then_back_without_restarting_the_app(repository, tmp_path):
     repo = _sentiment_only(repository, tmp_path)
     ports = free_ports()
@@ -204,37 +225,16 @@ def test_no_pii_or_secrets_in_logs(http):
 
 
 def test_metrics_add_up_across_workers(triton, repository, tmp_path):
-    port = free_port()
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "INFERGATE_ENVIRONMENT": "test"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "frontend",
-            "serve",
-            "--workers",
-            "2",
-            "--port",
-            str(port),
-            "--triton-url",
-            triton.grpc_url,
-            "--repository",
-            str(repository),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proc, url = _serve(
+        "--workers",
+        "2",
+        "--triton-url",
+        triton.grpc_url,
+        "--repository",
+        str(repository),
+        env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
         n = 40
         with cf.ThreadPoolExecutor(8) as pool:  # new connections spread over the workers
             codes = list(
@@ -335,34 +335,8 @@ def test_sigterm_finishes_in_flight_and_refuses_new(triton, repository):
     refused."""
     import signal
 
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "frontend",
-            "serve",
-            "--port",
-            str(port),
-            "--triton-url",
-            triton.grpc_url,
-            "--repository",
-            str(repository),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "INFERGATE_ENVIRONMENT": "test"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc, url = _serve("--triton-url", triton.grpc_url, "--repository", str(repository))
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
         texts = ["the plot meanders and the acting is uneven " * 10] * 48
 
         def slow(_: int) -> int:
@@ -389,37 +363,18 @@ def test_sigterm_to_the_stack_stops_embedded_triton_too(repository, tmp_path):
     import signal
 
     repo = _sentiment_only(repository, tmp_path)
-    port, grpc_port = free_port(), free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "frontend",
-            "serve",
-            "--port",
-            str(port),
-            "--repository",
-            str(repo),
-            "--triton-grpc-port",
-            str(grpc_port),
-            "--triton-http-port",
-            str(free_port()),
-            "--triton-metrics-port",
-            str(free_port()),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "INFERGATE_ENVIRONMENT": "test"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    grpc_port = free_port()
+    proc, _ = _serve(
+        "--repository",
+        str(repo),
+        "--triton-grpc-port",
+        str(grpc_port),
+        "--triton-http-port",
+        str(free_port()),
+        "--triton-metrics-port",
+        str(free_port()),
     )
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
         assert port_in_use("127.0.0.1", grpc_port)
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)

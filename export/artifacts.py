@@ -15,6 +15,7 @@ from tqdm import tqdm
 from . import heads, onnx_export, quality, sources
 from .cache import file_sha256
 from .spec import CorePost, ModelSpec, VersionSpec, core_output
+from .triton_config import runner_params
 
 ARTIFACT_FILES = ("model.onnx", "tokenizer.json", "labels.json", "facts.json")
 # Rows per batch when computing reference embeddings at build time.
@@ -36,17 +37,6 @@ class _Reference:
         return np.asarray(
             cls._model.encode(texts, batch_size=_ENCODE_BATCH, show_progress_bar=False)
         )
-
-
-def runtime_params(spec: ModelSpec, width: int, post: CorePost) -> dict[str, str]:
-    return {
-        "task": spec.task,
-        "max_length": str(spec.max_length),
-        "chunk_rows": str(spec.batching.runner_chunk_rows),
-        "core_output": core_output(spec.task, width, post).name,
-        "core_post": post,
-        "ort_intra_op_threads": "2",
-    }
 
 
 def _pipeline(out_dir: Path, params: dict[str, str]) -> Any:
@@ -79,7 +69,7 @@ def build_bundled(spec: ModelSpec, version: VersionSpec, out_dir: Path, bar: tqd
     (out_dir / "labels.json").write_text(json.dumps(head.labels if head else []))
 
     bar.set_postfix_str(f"{spec.name} v{version.version}: parity + quality")
-    pipeline = _pipeline(out_dir, runtime_params(spec, width, "none"))
+    pipeline = _pipeline(out_dir, runner_params(spec, output, "none", threads=2))
     measured = quality.parity(
         pipeline.run, lambda t: _Reference.encode(encoder_dir, t), head, reference_scores
     )

@@ -60,19 +60,27 @@ def text_model_config(
     group = config.instance_group.add()
     group.kind = mc.ModelInstanceGroup.KIND_CPU
     group.count = spec.instances.cpu_count
-    params = {
+    params = runner_params(spec, core_out, post, spec.instances.cpu_threads)
+    if target == "gpu":
+        params["core_model"] = core_name(spec.name)
+    _params(config, params)
+    return config
+
+
+def runner_params(
+    spec: ModelSpec, core_out: TensorSpec, post: CorePost, threads: int
+) -> dict[str, str]:
+    """What the python-backend runner reads from its config (also used at build time to
+    measure the artifact through the same runner)."""
+    return {
         "task": spec.task,
         "max_length": str(spec.max_length),
         "chunk_rows": str(spec.batching.runner_chunk_rows),
         "core_output": core_out.name,
         "core_post": post,
-        "ort_intra_op_threads": str(spec.instances.cpu_threads),
+        "ort_intra_op_threads": str(threads),
         "ort_allow_spinning": "0",
     }
-    if target == "gpu":
-        params["core_model"] = core_name(spec.name)
-    _params(config, params)
-    return config
 
 
 def core_name(model: str) -> str:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
-import ctypes
 import importlib.util
 import os
 import shutil
@@ -112,10 +110,14 @@ def free_port(host: str = DEFAULT_HOST) -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    # Linux: the server gets SIGTERM if the launcher dies, so no orphan keeps the ports.
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def with_parent_death_signal(cmd: list[str]) -> list[str]:
+    """The child gets SIGTERM if its parent dies, so no orphan keeps the ports.
+
+    Done with util-linux `setpriv --pdeathsig`, not a `preexec_fn`: Python code between
+    fork and exec is unsafe in a process with gRPC threads (seen: the child aborted in
+    gRPC's epoll poller), and without a preexec_fn subprocess can use vfork."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *cmd] if setpriv else cmd
 
 
 class EmbeddedTriton:
@@ -207,14 +209,13 @@ class EmbeddedTriton:
         install = find_install()
         backends = prepare_backends(install)
         self.process = subprocess.Popen(
-            self.command(backends, install),
+            with_parent_death_signal(self.command(backends, install)),
             env=self.environment(install),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             errors="replace",
             bufsize=1,
-            preexec_fn=_die_with_parent,
         )
         self._reader = threading.Thread(target=self._pump_log, name="triton-log", daemon=True)
         self._reader.start()

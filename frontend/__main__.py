@@ -9,10 +9,8 @@ python -m frontend serve --triton-url host:8001
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import os
-import signal
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,11 +32,12 @@ infergate is up at http://{host}:{port}  (docs: http://{host}:{port}/docs)
 """
 
 
-def _die_with_parent() -> None:
+def _with_parent_death_signal(cmd: list[str]) -> list[str]:
     # uvicorn re-raises SIGTERM after its graceful shutdown, so this process may end before
-    # any `finally` runs: the launcher then gets SIGTERM from the kernel and stops Triton.
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    # any `finally` runs: the kernel then sends the launcher SIGTERM and it stops Triton.
+    # (setpriv rather than a preexec_fn: no Python between fork and exec.)
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *cmd] if setpriv else cmd
 
 
 def _start_triton(args: argparse.Namespace) -> subprocess.Popen[str]:
@@ -56,7 +55,7 @@ def _start_triton(args: argparse.Namespace) -> subprocess.Popen[str]:
         "--metrics-port",
         str(args.triton_metrics_port),
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
+    proc = subprocess.Popen(_with_parent_death_signal(cmd), stdout=subprocess.PIPE, text=True)
     ready = threading.Event()
 
     def watch() -> None:

@@ -40,3 +40,11 @@ def test_command_binds_loopback_and_exits_on_error(tmp_path):
     env = server.environment(find_install())
     assert "nvidia_pytriton.libs" in env["LD_LIBRARY_PATH"]
     assert "site-packages" in env["INFERGATE_PYTHONPATH"]
+
+
+def test_parent_death_signal_without_preexec_fn():
+    from export.triton_launcher import with_parent_death_signal
+
+    cmd = with_parent_death_signal(["tritonserver", "--x"])
+    assert cmd[-2:] == ["tritonserver", "--x"]
+    assert cmd[0].endswith("setpriv") and cmd[1:4] == ["--pdeathsig", "TERM", "--"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 
 import numpy as np
 import pytest
@@ -98,7 +99,17 @@ def test_a_batch_is_one_triton_request_and_metrics_move(http, triton):
     for _ in range(3):
         assert http.post("/v1/models/sentiment/predict", json={"inputs": texts}).status_code == 200
     assert http.post("/v1/models/sentiment/predict", json={"inputs": ""}).status_code == 422
-    after = http.get("/metrics").text
+    # A request is counted just after its response is sent: poll until the 422 shows.
+    route = "/v1/models/{model}/predict"
+    deadline = time.monotonic() + 5
+    while True:
+        after = http.get("/metrics").text
+        done = _metric(after, "infergate_requests_total", status="422", route=route) > _metric(
+            before, "infergate_requests_total", status="422", route=route
+        )
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     assert triton_requests() - triton_before == 3  # 150 texts, 3 requests to Triton
     labels = {"route": "/v1/models/{model}/predict", "model": "sentiment"}
     assert (

@@ -213,6 +213,10 @@ def test_no_pii_or_secrets_in_logs(http):
             content=b'{"inputs": "' + text.encode() + b"\r\n\x1b[31m",
             headers={"Content-Type": "application/json"},
         )
+        # The access record is written just after the response is sent: wait for it.
+        deadline = time.monotonic() + 5
+        while buffer.getvalue().count('"infergate.access"') < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
     finally:
         root.removeHandler(handler)
     logged = buffer.getvalue()

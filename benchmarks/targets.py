@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import tritonclient.grpc.aio as grpcaio
 
-from export.triton_launcher import free_port
+from export.triton_launcher import free_port, with_parent_death_signal
 
 TEXTS = [
     "please book a table for four people at eight",
@@ -70,8 +70,9 @@ def wait_http(url: str, timeout: float = 180) -> None:
 
 
 def start_process(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    # The servers die with the benchmark, even when it is killed.
     return subprocess.Popen(
-        [sys.executable, *args],
+        with_parent_death_signal([sys.executable, *args]),
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

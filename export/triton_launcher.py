@@ -311,10 +311,13 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         log_sink=sink,
     )
-    stopping = threading.Event()
+    # A plain flag, polled: a signal handler that calls Event.set() can deadlock on the
+    # Event's lock while the main thread is inside Event.wait() (seen: a launcher that
+    # never stopped).
+    stop_requested: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
-        stopping.set()
+        stop_requested.append(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -328,11 +331,11 @@ def main(argv: list[str] | None = None) -> int:
         f"metrics {server.metrics_url}",
         flush=True,
     )
-    while not stopping.is_set() and server.process and server.process.poll() is None:
-        stopping.wait(0.5)
+    while not stop_requested and server.process and server.process.poll() is None:
+        time.sleep(0.2)
     code = server.stop()
     print(f"Triton stopped (exit code {code})", file=sys.stderr)
-    return 0 if stopping.is_set() else (code or 1)
+    return 0 if stop_requested else (code or 1)
 
 
 if __name__ == "__main__":

@@ -63,3 +63,42 @@ def test_model_that_fails_to_load_is_reported_not_hung(repository, tmp_path):
 def test_missing_repository_is_reported(tmp_path):
     with pytest.raises(TritonLaunchError, match="does not exist"):
         EmbeddedTriton(tmp_path / "nope", TritonPorts(1, 2, 3)).start(5)
+
+
+def test_cli_stops_on_repeated_signals(repository, tmp_path):
+    """The CLI's signal handler only sets a flag: a burst of SIGTERM/SIGINT while it waits
+    must stop Triton and exit 0 (an Event.set() in the handler once deadlocked it)."""
+    import signal
+    import subprocess
+    import sys
+
+    ports = free_ports()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "export.triton_launcher",
+            "--repository",
+            str(_small_repository(repository, tmp_path)),
+            "--grpc-port",
+            str(ports.grpc),
+            "--http-port",
+            str(ports.http),
+            "--metrics-port",
+            str(ports.metrics),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("Triton ready")
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGTERM, signal.SIGTERM):
+            proc.send_signal(sig)
+            time.sleep(0.01)
+        assert proc.wait(40) == 0
+        assert not port_in_use("127.0.0.1", ports.grpc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

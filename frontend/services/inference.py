@@ -46,8 +46,8 @@ class InferenceService:
         card = model.card(version)
         labels: list[str] = card["labels"]
         top_k = request.top_k
-        if top_k > min(self.settings.limits.max_top_k, len(labels)):
-            limit = min(self.settings.limits.max_top_k, len(labels))
+        limit = min(self.settings.limits.max_top_k, len(labels))
+        if top_k > limit:
             raise InputInvalid(
                 f"top_k: must be at most {limit} for model {name!r}",
                 details=[{"loc": ["body", "top_k"], "msg": f"max {limit}"}],

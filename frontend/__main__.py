@@ -1,8 +1,8 @@
 """Run the stack: embedded Triton (unless --triton-url) + the frontend under uvicorn.
 
 python -m frontend serve                      # what `make serve` runs
-python -m frontend serve --workers 4          # several workers (in-process state is
-                                              # per worker: use Redis for shared state)
+python -m frontend serve --workers 4          # several workers: needs INFERGATE_REDIS__URL
+                                              # (keys, revocations and limits are shared)
 python -m frontend serve --triton-url host:8001
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -18,18 +19,62 @@ import threading
 
 EXAMPLES = """
 infergate is up at http://{host}:{port}  (docs: http://{host}:{port}/docs)
-
-  curl -s http://{host}:{port}/v1/models
-  curl -s http://{host}:{port}/v1/models/intent/predict -H 'Content-Type: application/json' \\
+{key_hint}
+  curl -s http://{host}:{port}/v1/models -H "X-API-Key: $IG_ADMIN_KEY"
+  curl -s http://{host}:{port}/v1/models/intent/predict -H "X-API-Key: $IG_ADMIN_KEY" \\
+       -H 'Content-Type: application/json' \\
        -d '{{"inputs": ["I want to talk to a human"], "top_k": 3}}'
-  curl -s http://{host}:{port}/v1/models/intent/versions/2/predict \\
+  curl -s http://{host}:{port}/v1/models/intent/versions/2/predict -H "X-API-Key: $IG_ADMIN_KEY" \\
        -H 'Content-Type: application/json' -d '{{"inputs": "what is my balance"}}'
-  curl -s http://{host}:{port}/v1/models/sentiment/predict \\
+  curl -s http://{host}:{port}/v1/models/sentiment/predict -H "X-API-Key: $IG_ADMIN_KEY" \\
        -H 'Content-Type: application/json' -d '{{"inputs": ["What a wonderful film!", "Dull."]}}'
-  curl -s http://{host}:{port}/v1/embeddings \\
+  curl -s http://{host}:{port}/v1/embeddings -H "X-API-Key: $IG_ADMIN_KEY" \\
        -H 'Content-Type: application/json' -d '{{"model": "embed", "input": "hello world"}}'
+  curl -s http://{host}:{port}/v1/usage -H "X-API-Key: $IG_ADMIN_KEY"
   curl -s http://{host}:{port}/health/ready
 """
+
+KEY_FILE = ".infergate/admin.key"
+
+
+def _dev_admin_key() -> str:
+    """Outside prod, with no bootstrap admin key configured, `serve` makes one and keeps it
+    in .infergate/admin.key (mode 0600, git-ignored) so that it survives restarts."""
+    from pathlib import Path
+
+    path = Path(KEY_FILE)
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    key = "ig_admin_" + secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return key
+
+
+def _prepare_auth(workers: int) -> str:
+    """Check the settings before anything starts; returns the line that tells where the
+    admin key is."""
+    from .settings import Settings
+
+    try:
+        settings = Settings()
+    except ValueError as exc:
+        raise SystemExit(f"invalid settings: {exc}") from None
+    if not settings.auth.enabled:
+        return "\n  authentication is OFF (INFERGATE_AUTH__ENABLED=false)\n"
+    if workers > 1 and settings.redis.url is None:
+        raise SystemExit(
+            "--workers > 1 needs INFERGATE_REDIS__URL: keys, revocations and rate limits "
+            "must be shared by the workers"
+        )
+    if settings.auth.bootstrap_admin_key is not None:
+        return "\n  export IG_ADMIN_KEY=<your INFERGATE_AUTH__BOOTSTRAP_ADMIN_KEY>\n"
+    if settings.environment == "prod":
+        return "\n  no bootstrap admin key: set INFERGATE_AUTH__BOOTSTRAP_ADMIN_KEY\n"
+    os.environ["INFERGATE_AUTH__BOOTSTRAP_ADMIN_KEY"] = _dev_admin_key()
+    return f"\n  export IG_ADMIN_KEY=$(cat {os.path.abspath(KEY_FILE)})\n"
 
 
 def _with_parent_death_signal(cmd: list[str]) -> list[str]:
@@ -75,6 +120,7 @@ def _start_triton(args: argparse.Namespace) -> subprocess.Popen[str]:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    key_hint = _prepare_auth(args.workers)
     triton = None
     if args.triton_url:
         os.environ["INFERGATE_TRITON__URL"] = args.triton_url
@@ -85,7 +131,7 @@ def serve(args: argparse.Namespace) -> int:
     if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Must be set before any worker imports prometheus_client.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="infergate-metrics-")
-    print(EXAMPLES.format(host=args.host, port=args.port), flush=True)
+    print(EXAMPLES.format(host=args.host, port=args.port, key_hint=key_hint), flush=True)
     try:
         uvicorn.run(
             "frontend.app:create_app",

@@ -6,12 +6,13 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from . import handlers
-from .api import embeddings, health, models, predict
+from .api import admin, auth, embeddings, health, keys, models, predict, usage
 from .lifespan import lifespan
 from .middleware.body_guard import BodyGuardMiddleware
 from .middleware.disconnect import DisconnectCancelMiddleware
 from .middleware.observe import ObserveMiddleware
 from .middleware.request_id import RequestIdMiddleware
+from .middleware.response_headers import ResponseHeadersMiddleware
 from .middleware.security_headers import SecurityHeadersMiddleware
 from .observability.logging import configure_logging
 from .observability.metrics import Metrics
@@ -23,6 +24,16 @@ REST gateway over NVIDIA Triton for transformer models.
 
 Errors always use one envelope: `{"error": {"code", "message", "request_id", "details"}}`.
 503 and 429 carry `Retry-After`. Every response carries `X-Request-ID`.
+
+**Authentication.** Every `/v1` route except `/v1/auth/token` and `/v1/auth/refresh` needs
+credentials: an API key (`X-API-Key: ig_live_…` or `Authorization: Bearer ig_live_…`) or
+a JWT access token from `/v1/auth/token` (`Authorization: Bearer eyJ…`). Routes under
+`/v1/admin` need the **admin** role (403 otherwise); objects you do not own are 404.
+
+**Fair use.** Requests count against your tier's windows (free: 10/minute and 100/day,
+pro: 100/minute and 10 000/day, enterprise: 1 000/minute, by default). Responses carry
+`RateLimit-Policy`, `RateLimit` and `X-RateLimit-Limit/Remaining/Reset`; a 429 adds
+`Retry-After` in whole seconds. `GET /v1/usage` shows your counters.
 """
 
 
@@ -40,10 +51,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.started = False
     app.state.metrics = Metrics()
     handlers.install(app)
-    for module in (predict, embeddings, models, health):
+    for module in (predict, embeddings, models, auth, usage, keys, admin, health):
         app.include_router(module.router)
 
     # Added innermost first: the last one added is the outermost.
+    app.add_middleware(ResponseHeadersMiddleware)
     app.add_middleware(
         BodyGuardMiddleware,
         max_body_bytes=settings.limits.max_body_bytes,
@@ -62,29 +74,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "X-Request-ID",
                 "X-Model-Version",
             ],
-            expose_headers=["X-Request-ID", "X-Model-Version", "Retry-After"],
+            expose_headers=[
+                "X-Request-ID",
+                "X-Model-Version",
+                "Retry-After",
+                "RateLimit",
+                "RateLimit-Policy",
+                "X-RateLimit-Limit",
+                "X-RateLimit-Remaining",
+                "X-RateLimit-Reset",
+            ],
         )
     app.add_middleware(DisconnectCancelMiddleware)
     app.add_middleware(ObserveMiddleware, metrics=app.state.metrics)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestIdMiddleware)
-    _declare_security_schemes(app)
+    _document_tiers(app, sorted(settings.auth.tiers))
     return app
 
 
-def _declare_security_schemes(app: FastAPI) -> None:
-    """API keys and JWT bearer tokens (enforced by the access-control milestone)."""
-    original = app.openapi
+def _document_tiers(app: FastAPI, tiers: list[str]) -> None:
+    """Tiers are configuration, so the schemas say `str`; the served OpenAPI names the
+    configured ones (docs show them, and schema-valid requests are accepted ones)."""
+    generate = app.openapi
 
     def openapi() -> dict:
         if app.openapi_schema:
             return app.openapi_schema
-        schema = original()
-        schema.setdefault("components", {})["securitySchemes"] = {
-            "ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-            "BearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT or API key"},
-        }
-        app.openapi_schema = schema
+        schema = generate()
+        for model in schema.get("components", {}).get("schemas", {}).values():
+            tier = model.get("properties", {}).get("tier")
+            if tier is None:
+                continue
+            for branch in tier.get("anyOf", [tier]):
+                if branch.get("type") == "string":
+                    branch["enum"] = tiers
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

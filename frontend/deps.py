@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, Security
+from fastapi.security import APIKeyHeader, HTTPBearer
 
+from .access import Access
+from .auth.principal import Principal
+from .errors import Forbidden
 from .services.catalog import Catalog
 from .services.inference import InferenceService
 from .settings import Settings
@@ -47,3 +51,60 @@ ModelVersionHeader = Annotated[
         alias="X-Model-Version", description="Model version; the path form wins.", examples=["2"]
     ),
 ]
+
+
+async def _access(request: Request) -> Access:
+    return request.app.state.access
+
+
+AccessDep = Annotated[Access, Depends(_access)]
+
+# Declared for OpenAPI (both schemes, per route); the credential itself is read below from
+# the raw headers so that one code path parses it.
+_api_key_scheme = APIKeyHeader(
+    name="X-API-Key", scheme_name="ApiKeyAuth", auto_error=False, description="An API key"
+)
+_bearer_scheme = HTTPBearer(
+    scheme_name="BearerAuth",
+    bearerFormat="JWT or API key",
+    auto_error=False,
+    description="A JWT access token from /v1/auth/token, or an API key",
+)
+
+
+async def _principal(
+    request: Request,
+    access: AccessDep,
+    _key: Annotated[str | None, Security(_api_key_scheme)],
+    _bearer: Annotated[object, Security(_bearer_scheme)],
+) -> Principal:
+    principal = await access.authenticator.authenticate(
+        request.headers.get("authorization"), request.headers.get("x-api-key")
+    )
+    request.state.principal = principal.subject
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(_principal)]
+
+
+async def _limited(request: Request, principal: PrincipalDep, access: AccessDep) -> Principal:
+    """Authenticated and counted against the caller's rate limits; the rate-limit headers
+    go out on the response (ResponseHeadersMiddleware)."""
+    headers = await access.limiter.check(principal)
+    if headers:
+        request.state.response_headers = headers
+    return principal
+
+
+LimitedDep = Annotated[Principal, Depends(_limited)]
+
+
+async def _admin(request: Request, principal: LimitedDep) -> Principal:
+    if not principal.is_admin:
+        request.app.state.metrics.auth_failures.labels("forbidden").inc()
+        raise Forbidden("this route needs the admin role")
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(_admin)]

@@ -3,14 +3,20 @@
     InfergateError                          500 internal_error
     ├── BadRequest                          400 bad_request
     │   └── JsonTooDeep                     400 json_too_deep
+    ├── Unauthorized                        401 unauthorized           (+ WWW-Authenticate)
+    ├── Forbidden                           403 forbidden
+    ├── Conflict                            409 conflict
     ├── InputInvalid                        422 validation_error
+    ├── RateLimited                         429 rate_limited           (+ Retry-After)
+    │   └── QuotaExceeded                   429 token_quota_exceeded   (+ Retry-After)
     ├── PayloadTooLarge                     413 payload_too_large
     ├── NotFound                            404 not_found
     │   ├── ModelNotFound                   404 model_not_found
     │   └── VersionNotFound                 404 version_not_found
     ├── MethodNotAllowed                    405 method_not_allowed
     ├── UpstreamUnavailable                 503 upstream_unavailable   (+ Retry-After)
-    │   └── Overloaded                      503 overloaded             (+ Retry-After)
+    │   ├── Overloaded                      503 overloaded             (+ Retry-After)
+    │   └── StateUnavailable                503 state_unavailable      (+ Retry-After)
     ├── DeadlineExceeded                    504 deadline_exceeded
     └── UpstreamError                       502 upstream_error
 
@@ -47,6 +53,47 @@ class JsonTooDeep(BadRequest):
     code = "json_too_deep"
 
 
+class Unauthorized(InfergateError):
+    """Missing, malformed, unknown, expired or revoked credentials. The message never says
+    which, so that a caller cannot probe keys or tokens."""
+
+    status, code = 401, "unauthorized"
+
+    def __init__(self, message: str = "missing or invalid credentials", details: Any = None):
+        super().__init__(message, details)
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="infergate"'}
+
+
+class Forbidden(InfergateError):
+    status, code = 403, "forbidden"
+
+
+class Conflict(InfergateError):
+    status, code = 409, "conflict"
+
+
+class RateLimited(InfergateError):
+    """429; carries the rate-limit headers of the window(s) that refused the request."""
+
+    status, code = 429, "rate_limited"
+
+    def __init__(
+        self, message: str, retry_after: int, extra_headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message, {"retry_after_s": retry_after})
+        self.retry_after = retry_after
+        self.extra_headers = extra_headers or {}
+
+    def headers(self) -> dict[str, str]:
+        return {**self.extra_headers, "Retry-After": str(self.retry_after)}
+
+
+class QuotaExceeded(RateLimited):
+    code = "token_quota_exceeded"
+
+
 class InputInvalid(InfergateError):
     status, code = 422, "validation_error"
 
@@ -77,6 +124,13 @@ class UpstreamUnavailable(InfergateError):
 
 class Overloaded(UpstreamUnavailable):
     code = "overloaded"
+
+
+class StateUnavailable(UpstreamUnavailable):
+    """Redis is unreachable and the failure policy is closed (or the operation has no
+    per-process fallback, such as creating a key)."""
+
+    code = "state_unavailable"
 
 
 class DeadlineExceeded(InfergateError):

@@ -8,8 +8,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from .access import Access
 from .services.catalog import Catalog
 from .services.inference import InferenceService
+from .state.guard import RedisGuard
+from .state.memory import MemoryStore
+from .state.redis_store import RedisStore
+from .state.store import StateStore
 from .triton.client import TritonClient
 
 log = logging.getLogger("infergate")
@@ -22,16 +27,30 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.triton = TritonClient(settings.triton)
     app.state.inference = InferenceService(settings, app.state.catalog, app.state.triton)
     app.state.redis = None
+    store: StateStore
     if settings.redis.url is not None:
         import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         app.state.redis = redis.from_url(
             settings.redis.url.get_secret_value(),
             socket_timeout=settings.redis.socket_timeout_s,
             socket_connect_timeout=settings.redis.connect_timeout_s,
+            # One quick retry at most: the guard's deadline bounds every call anyway.
+            retry=Retry(NoBackoff(), 1),
+            max_connections=settings.redis.max_connections,
         )
+        guard = RedisGuard(
+            app.state.metrics, settings.redis.deadline_s, settings.auth.redis_cooldown_s
+        )
+        store = RedisStore(app.state.redis, guard)
     else:
         log.info("no Redis configured: state is kept in process (run a single worker)")
+        store = MemoryStore()
+    app.state.access = Access.build(settings, store, app.state.metrics)
+    if not settings.auth.enabled:
+        log.warning("authentication is OFF: every caller is an unthrottled admin")
     log.info("started", extra={"models": app.state.catalog.names(), "triton": settings.triton.url})
     app.state.started = True
     try:

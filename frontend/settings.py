@@ -40,6 +40,9 @@ class RedisSettings(BaseModel):
     url: SecretStr | None = None  # None: in-process state (single worker only)
     socket_timeout_s: float = Field(0.25, gt=0, le=10)
     connect_timeout_s: float = Field(0.25, gt=0, le=10)
+    # Upper bound on any one state operation, retries included.
+    deadline_s: float = Field(0.5, gt=0, le=10)
+    max_connections: int = Field(256, ge=4)
 
 
 class LimitSettings(BaseModel):
@@ -49,6 +52,100 @@ class LimitSettings(BaseModel):
     max_input_chars: int = Field(20_000, ge=1)
     max_batch_chars: int = Field(1_000_000, ge=1)
     max_top_k: int = Field(20, ge=1)
+
+
+class Tier(BaseModel):
+    """A fair-use tier. `rate` holds request windows in the `limits` notation ("10/minute",
+    "100/day", "5 per 2 seconds"); `tokens_per_day` is the daily budget of generated and
+    prompt tokens for the text-generation routes (None: no cap)."""
+
+    rate: list[str] = Field(default_factory=list)
+    tokens_per_day: int | None = Field(None, ge=0)
+
+    @field_validator("rate")
+    @classmethod
+    def parseable(cls, value: list[str]) -> list[str]:
+        from limits import parse_many
+
+        for item in value:
+            parse_many(item)  # raises ValueError on a bad window
+        return value
+
+
+def _default_tiers() -> dict[str, Tier]:
+    return {
+        "free": Tier(rate=["10/minute", "100/day"], tokens_per_day=20_000),
+        "pro": Tier(rate=["100/minute", "10000/day"], tokens_per_day=2_000_000),
+        "enterprise": Tier(rate=["1000/minute"], tokens_per_day=50_000_000),
+        # The bootstrap admin key's tier: operators are not throttled by their own gateway.
+        "unlimited": Tier(rate=[], tokens_per_day=None),
+    }
+
+
+class JwtSigningKey(BaseModel):
+    kid: str = Field(min_length=1, max_length=64)
+    private_key_pem: SecretStr  # Ed25519, PKCS#8 PEM
+
+
+class JwtSettings(BaseModel):
+    issuer: str = "infergate"
+    audience: str = "infergate-api"
+    access_ttl_s: int = Field(900, ge=30, le=86_400)
+    refresh_ttl_s: int = Field(7 * 86_400, ge=60, le=90 * 86_400)
+    leeway_s: int = Field(5, ge=0, le=60)
+    # Ed25519 keys by kid; tokens are signed with `active_kid` and verified with any key
+    # listed, so a key can be rotated in before it signs and kept until its tokens expire.
+    # Empty: one key derived from INFERGATE_SECRET_KEY (same in every worker and replica).
+    signing_keys: list[JwtSigningKey] = Field(default_factory=list)
+    active_kid: str | None = None
+
+    @model_validator(mode="after")
+    def active_key_listed(self) -> JwtSettings:
+        kids = [k.kid for k in self.signing_keys]
+        if len(set(kids)) != len(kids):
+            raise ValueError("jwt.signing_keys: duplicate kid")
+        if self.active_kid is not None and self.active_kid not in kids:
+            raise ValueError("jwt.active_kid names no key in jwt.signing_keys")
+        return self
+
+
+class AuthSettings(BaseModel):
+    # Off only for a trusted network in front of the gateway (every caller is then an
+    # unthrottled admin); a warning is logged at start.
+    enabled: bool = True
+    # A key the operator sets (any string of 32+ characters); compared in constant time.
+    bootstrap_admin_key: SecretStr | None = None
+    bootstrap_admin_tier: str = "unlimited"
+    default_tier: str = "free"
+    tiers: dict[str, Tier] = Field(default_factory=_default_tiers)
+    key_prefix: Literal["ig_live", "ig_test"] = "ig_live"
+    jwt: JwtSettings = Field(default_factory=JwtSettings)
+    # Redis unreachable: "open" serves with a per-process bucket per principal (limits are
+    # then per worker), "closed" answers 503 + Retry-After.
+    redis_failure_policy: Literal["open", "closed"] = "open"
+    # After a Redis failure, skip Redis this long before probing it again (no request
+    # waits for a dead Redis more than once per cool-down).
+    redis_cooldown_s: float = Field(1.0, gt=0, le=60)
+    # Fail-open only: API keys and users seen within this many seconds keep working while
+    # Redis is down (revocations made during the outage cannot be seen).
+    outage_cache_s: float = Field(300.0, ge=0)
+    login_attempts_per_minute: int = Field(10, ge=1)
+    # last-used time of a key is written at most this often per key and worker.
+    last_used_interval_s: float = Field(60.0, ge=0)
+
+    @field_validator("bootstrap_admin_key")
+    @classmethod
+    def bootstrap_key_long(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("bootstrap_admin_key must be at least 32 characters")
+        return value
+
+    @model_validator(mode="after")
+    def tiers_known(self) -> AuthSettings:
+        for name in (self.bootstrap_admin_tier, self.default_tier):
+            if name not in self.tiers:
+                raise ValueError(f"tier {name!r} is not defined in auth.tiers")
+        return self
 
 
 class CorsSettings(BaseModel):
@@ -78,6 +175,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     cors: CorsSettings = Field(default_factory=CorsSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     # Set by `python -m frontend` when it runs several workers (metrics in files).
     prometheus_multiproc_dir: Path | None = None

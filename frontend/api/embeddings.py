@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from ..deps import InferenceDep, ModelVersionHeader, RequestIdDep
+from ..deps import InferenceDep, LimitedDep, ModelVersionHeader, RequestIdDep
 from ..schemas.common import error_responses
 from ..schemas.embeddings import EmbeddingRequest, EmbeddingResponse
 from .common import answer_response
@@ -13,10 +13,11 @@ router = APIRouter(prefix="/v1", tags=["embeddings"])
 @router.post(
     "/embeddings",
     response_model=EmbeddingResponse,
-    responses=error_responses(400, 404, 413, 422, 503, 504),
+    responses=error_responses(400, 401, 404, 413, 422, 429, 503, 504),
     summary="OpenAI-compatible embeddings",
 )
 async def create_embeddings(
+    _caller: LimitedDep,
     body: EmbeddingRequest,
     request: Request,
     service: InferenceDep,

@@ -39,7 +39,12 @@ async def ready(
     request: Request, settings: SettingsDep, triton: TritonDep, catalog: CatalogDep
 ) -> object:
     status, body = await readiness(
-        triton, catalog, settings.triton.required_models, request.app.state.redis
+        triton,
+        catalog,
+        settings.triton.required_models,
+        request.app.state.redis,
+        # Fail-closed: without Redis nothing is served, so take this replica out.
+        redis_required=settings.auth.redis_failure_policy == "closed",
     )
     headers = {"Retry-After": "1"} if status == 503 else None
     return OrjsonResponse(body, status_code=status, headers=headers)

@@ -2,13 +2,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Path, Request
 
-from ..deps import InferenceDep, ModelVersionHeader, RequestIdDep
+from ..deps import InferenceDep, LimitedDep, ModelVersionHeader, RequestIdDep
 from ..schemas.common import error_responses
 from ..schemas.predict import PredictRequest, PredictResponse
 from .common import answer_response
 
 router = APIRouter(prefix="/v1/models", tags=["predict"])
-ERRORS = error_responses(400, 404, 413, 422, 503, 504)
+ERRORS = error_responses(400, 401, 404, 413, 422, 429, 503, 504)
 ModelPath = Path(description="Model name, e.g. intent or sentiment", examples=["intent"])
 
 
@@ -19,6 +19,7 @@ ModelPath = Path(description="Model name, e.g. intent or sentiment", examples=["
     summary="Classify one text or a batch (default version, or X-Model-Version)",
 )
 async def predict(
+    _caller: LimitedDep,
     model: str,
     body: PredictRequest,
     request: Request,
@@ -37,6 +38,7 @@ async def predict(
     summary="Classify with an explicit model version",
 )
 async def predict_version(
+    _caller: LimitedDep,
     model: str,
     version: str,
     body: PredictRequest,

@@ -15,7 +15,7 @@ import orjson
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+"), "Bearer [REDACTED]"),
     (re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), "[JWT]"),
-    (re.compile(r"\big_(?:live|test)_[A-Za-z0-9_-]+"), "[API_KEY]"),
+    (re.compile(r"\big_(?:live|test|admin)_[A-Za-z0-9_-]+"), "[API_KEY]"),
     (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), "[API_KEY]"),
     (
         re.compile(

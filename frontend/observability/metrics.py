@@ -64,6 +64,38 @@ class Metrics:
             multiprocess_mode="livesum",
         )
 
+        self.redis_up = Gauge(
+            "infergate_redis_up",
+            "1 while this worker reaches Redis, 0 after a failed call (until one succeeds)",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.redis_errors = Counter(
+            "infergate_redis_errors",
+            "Redis calls that failed or were skipped during the cool-down after a failure",
+            ["operation", "error"],
+            registry=r,
+        )
+        self.ratelimit = Counter(
+            "infergate_ratelimit_decisions",
+            "Rate-limit decisions: allowed, limited, or taken by the per-process fallback "
+            "(allowed_local / limited_local) or refused because Redis is down (unavailable)",
+            ["result"],
+            registry=r,
+        )
+        self.auth_failures = Counter(
+            "infergate_auth_failures",
+            "Requests refused by authentication (401) or authorisation (403)",
+            ["reason"],
+            registry=r,
+        )
+        self.tokens = Counter(
+            "infergate_quota_tokens",
+            "Tokens reserved and settled against daily token quotas",
+            ["event"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()

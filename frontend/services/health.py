@@ -22,7 +22,11 @@ async def _timed(check: Any) -> tuple[bool, float, str | None]:
 
 
 async def readiness(
-    triton: TritonClient, catalog: Catalog, required: list[str], redis: Any = None
+    triton: TritonClient,
+    catalog: Catalog,
+    required: list[str],
+    redis: Any = None,
+    redis_required: bool = False,
 ) -> tuple[int, dict[str, Any]]:
     names = catalog.names()
     required_set = set(required or names)
@@ -34,7 +38,11 @@ async def readiness(
     results = await asyncio.gather(*(_timed(c) for c in checks.values()))
     components: dict[str, dict[str, Any]] = {}
     for key, (ok, latency, detail) in zip(checks, results, strict=True):
-        is_required = key == "triton" or key.removeprefix("model:") in required_set
+        is_required = (
+            key == "triton"
+            or key.removeprefix("model:") in required_set
+            or (key == "redis" and redis_required)
+        )
         components[key] = {
             "status": "up" if ok else "down",
             "required": is_required,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,13 +114,96 @@ class LiveFrontend:
         self.thread.join(30)
 
 
-def frontend_settings(grpc_url: str, repository: Path, **triton_overrides):
-    from frontend.settings import Settings, TritonSettings
+# The bootstrap admin key of every test frontend; test clients send it unless a test says
+# otherwise (tier "unlimited": the tests that measure limits make their own keys).
+ADMIN_KEY = "integration-admin-key-0123456789abcdef"
+ADMIN = {"X-API-Key": ADMIN_KEY}
+
+
+def frontend_settings(
+    grpc_url: str,
+    repository: Path,
+    redis_url: str | None = None,
+    auth: dict | None = None,
+    **triton_overrides,
+):
+    from frontend.settings import AuthSettings, RedisSettings, Settings, TritonSettings
 
     return Settings(
         environment="test",
         triton=TritonSettings(url=grpc_url, model_repository=repository, **triton_overrides),
+        redis=RedisSettings(url=redis_url),
+        auth=AuthSettings(**{"bootstrap_admin_key": ADMIN_KEY, **(auth or {})}),
     )
+
+
+class RedisServer:
+    """A private redis-server on a free port (nothing saved to disk), killable and
+    restartable on the same port by the tests that need Redis to fail."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        import redis
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed (.ci/run installs it)")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                "--protected-mode",
+                "yes",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_timeout=1)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        client.close()
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def client(self):
+        import redis
+
+        return redis.Redis(port=self.port, socket_timeout=5)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.kill()
 
 
 @pytest.fixture(scope="session")
@@ -133,5 +219,5 @@ def frontend(triton: EmbeddedTriton, repository: Path) -> Iterator[LiveFrontend]
 def http(frontend: LiveFrontend):
     import httpx
 
-    with httpx.Client(base_url=frontend.url, timeout=60) as client:
+    with httpx.Client(base_url=frontend.url, timeout=60, headers=ADMIN) as client:
         yield client

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from .conftest import ADMIN_KEY
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,20 +31,51 @@ def test_raw_text_example(triton):
 
 def test_curl_examples_printed_by_serve_work(frontend):
     import json
-    import shlex
 
     from frontend.__main__ import EXAMPLES
 
-    printed = EXAMPLES.format(host="127.0.0.1", port=frontend.port)
+    printed = EXAMPLES.format(host="127.0.0.1", port=frontend.port, key_hint="")
     readme = (
         (ROOT / "README.md").read_text().replace("127.0.0.1:8000", f"127.0.0.1:{frontend.port}")
     )
+    readme = readme.replace(walkthrough(readme), "")  # a script, run by the test below
     text = (printed + "\n" + readme).replace("\\\n", " ")
     commands = [line.strip() for line in text.splitlines() if line.strip().startswith("curl ")]
     assert len(commands) >= 11
+    env = {**os.environ, "IG_ADMIN_KEY": ADMIN_KEY}
     for command in commands:
+        # Through a shell, as a reader would paste them ($IG_ADMIN_KEY expands).
         out = subprocess.run(
-            shlex.split(command), capture_output=True, text=True, timeout=30, check=True
+            ["bash", "-c", command], capture_output=True, text=True, timeout=30, check=True, env=env
         ).stdout
         body = json.loads(out)
         assert "error" not in body, (command, body)
+
+
+def walkthrough(readme: str) -> str:
+    section = readme.split("### Authenticate and check your usage", 1)[1]
+    return section.split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_auth_walkthrough_works_as_written(frontend):
+    readme = (
+        (ROOT / "README.md").read_text().replace("127.0.0.1:8000", f"127.0.0.1:{frontend.port}")
+    )
+    script = walkthrough(readme)
+    env = {**os.environ, "IG_ADMIN_KEY": ADMIN_KEY}
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert '"key":"ig_live_' in out and '"tier":"free"' in out  # the key, shown once
+    assert '"username":"ada"' in out and "password" not in out
+    assert "HTTP/1.1 200" in out and '"label":"positive"' in out
+    assert 'ratelimit-policy: "pro.minute";q=100;w=60, "pro.day";q=10000;w=86400' in out.lower()
+    assert '"tier":"pro"' in out and '"requests":[' in out  # /v1/usage
+    assert out.count('"access_token"') == 1  # the refresh answer (login went to a variable)
+    assert out.rstrip().endswith("204")

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from .conftest import infer
+from .conftest import ADMIN_KEY, infer
 
 pytestmark = pytest.mark.integration
 
@@ -137,7 +137,7 @@ def test_a_batch_is_one_triton_request_and_metrics_move(http, triton):
 def test_embeddings_with_the_official_openai_client(frontend, client):
     import openai
 
-    oa = openai.OpenAI(base_url=frontend.url + "/v1", api_key="unused", max_retries=0)
+    oa = openai.OpenAI(base_url=frontend.url + "/v1", api_key=ADMIN_KEY, max_retries=0)
     texts = ["The food was delicious", "and the waiter was friendly"]
     expected = infer(client, "embed", texts, ("EMBEDDING", "NUM_TOKENS"))
     # the client asks for base64 unless told otherwise, and decodes it itself

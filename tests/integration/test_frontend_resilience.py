@@ -25,7 +25,7 @@ from export.triton_launcher import EmbeddedTriton, port_in_use
 from frontend.app import create_app
 from frontend.observability.logging import JsonFormatter
 
-from .conftest import ROOT, LiveFrontend, free_port, free_ports, frontend_settings
+from .conftest import ADMIN, ADMIN_KEY, ROOT, LiveFrontend, free_port, free_ports, frontend_settings
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,12 @@ def _serve(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Po
     proc = subprocess.Popen(
         [sys.executable, "-m", "frontend", "serve", "--port", str(port), *args],
         cwd=ROOT,
-        env={**os.environ, "INFERGATE_ENVIRONMENT": "test", **(env or {})},
+        env={
+            **os.environ,
+            "INFERGATE_ENVIRONMENT": "test",
+            "INFERGATE_AUTH__BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
+            **(env or {}),
+        },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -77,7 +82,7 @@ def test_triton_down_then_back_without_restarting_the_app(repository, tmp_path):
     triton = EmbeddedTriton(repo, ports).start(120)
     live = LiveFrontend(create_app(frontend_settings(triton.grpc_url, repo)))
     try:
-        with httpx.Client(base_url=live.url, timeout=30) as http:
+        with httpx.Client(base_url=live.url, timeout=30, headers=ADMIN) as http:
             assert http.get("/health/ready").status_code == 200
             assert (
                 http.post("/v1/models/sentiment/predict", json={"inputs": "great"}).status_code
@@ -118,7 +123,10 @@ def test_queue_full_is_503_at_once(repository, tmp_path):
         def call(_: int) -> tuple[int, float, dict]:
             started = time.perf_counter()
             r = httpx.post(
-                live.url + "/v1/models/sentiment/predict", json={"inputs": texts}, timeout=60
+                live.url + "/v1/models/sentiment/predict",
+                headers=ADMIN,
+                json={"inputs": texts},
+                timeout=60,
             )
             return r.status_code, time.perf_counter() - started, dict(r.headers)
 
@@ -154,6 +162,7 @@ def test_deadline_exceeded_is_504(triton, repository):
     try:
         r = httpx.post(
             live.url + "/v1/models/intent/predict",
+            headers=ADMIN,
             json={"inputs": ["book a flight"] * 64},
             timeout=30,
         )
@@ -228,7 +237,7 @@ def test_no_pii_or_secrets_in_logs(http):
     assert "[EMAIL]" in logged and "[API_KEY]" in logged
 
 
-def test_metrics_add_up_across_workers(triton, repository, tmp_path):
+def test_metrics_add_up_across_workers(triton, repository, tmp_path, redis_server):
     proc, url = _serve(
         "--workers",
         "2",
@@ -236,7 +245,7 @@ def test_metrics_add_up_across_workers(triton, repository, tmp_path):
         triton.grpc_url,
         "--repository",
         str(repository),
-        env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+        env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "INFERGATE_REDIS__URL": redis_server.url},
     )
     try:
         n = 40
@@ -246,6 +255,7 @@ def test_metrics_add_up_across_workers(triton, repository, tmp_path):
                     lambda i: (
                         httpx.post(
                             url + "/v1/models/sentiment/predict",
+                            headers=ADMIN,
                             json={"inputs": f"nice {i}"},
                             timeout=30,
                         ).status_code
@@ -300,7 +310,7 @@ def test_client_disconnect_cancels_the_work(frontend, http, triton):
             sock.sendall(
                 b"POST /v1/models/sentiment/predict HTTP/1.1\r\nHost: x\r\n"
                 b"Content-Type: application/json\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + f"X-API-Key: {ADMIN_KEY}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
                 + body
             )
             time.sleep(0.15)  # the request reached Triton; now the client gives up
@@ -345,7 +355,10 @@ def test_sigterm_finishes_in_flight_and_refuses_new(triton, repository):
 
         def slow(_: int) -> int:
             return httpx.post(
-                url + "/v1/models/sentiment/predict", json={"inputs": texts}, timeout=60
+                url + "/v1/models/sentiment/predict",
+                headers=ADMIN,
+                json={"inputs": texts},
+                timeout=60,
             ).status_code
 
         with cf.ThreadPoolExecutor(4) as pool:
@@ -354,7 +367,12 @@ def test_sigterm_finishes_in_flight_and_refuses_new(triton, repository):
             proc.send_signal(signal.SIGTERM)
             time.sleep(0.3)
             with pytest.raises(httpx.ConnectError):
-                httpx.post(url + "/v1/models/sentiment/predict", json={"inputs": "new"}, timeout=5)
+                httpx.post(
+                    url + "/v1/models/sentiment/predict",
+                    headers=ADMIN,
+                    json={"inputs": "new"},
+                    timeout=5,
+                )
             assert [f.result() for f in in_flight] == [200] * 4
         # uvicorn re-raises the signal once the graceful shutdown is done
         assert proc.wait(30) in (0, -signal.SIGTERM)
@@ -402,7 +420,7 @@ def test_triton_killed_hard_under_load(repository, tmp_path):
     stop = threading.Event()
 
     def load() -> None:
-        with httpx.Client(base_url=live.url, timeout=10) as http:
+        with httpx.Client(base_url=live.url, timeout=10, headers=ADMIN) as http:
             while not stop.is_set():
                 r = http.post("/v1/models/sentiment/predict", json={"inputs": "good"})
                 results.append((time.monotonic(), r.status_code, r.headers.get("retry-after")))

@@ -13,7 +13,9 @@ from pydantic import ValidationError
 from tritonclient.utils import InferenceServerException
 
 from frontend.app import create_app
-from frontend.settings import CorsSettings, LimitSettings, Settings, TritonSettings
+from frontend.settings import AuthSettings, CorsSettings, LimitSettings, Settings, TritonSettings
+
+ADMIN_KEY = "unit-test-admin-key-0123456789abcdef"
 
 LABELS = ["greeting", "goodbye", "refund"]
 
@@ -94,13 +96,14 @@ def _client(tmp_path: Path, fake: FakeTriton, **overrides) -> TestClient:
     overrides.setdefault(
         "limits", LimitSettings(max_body_bytes=4096, max_batch_items=8, max_input_chars=100)
     )
+    overrides.setdefault("auth", AuthSettings(bootstrap_admin_key=ADMIN_KEY))
     settings = Settings(
         environment="test",
         triton=TritonSettings(model_repository=_write_cards(tmp_path / "repo")),
         **overrides,
     )
     app = create_app(settings)
-    client = TestClient(app, raise_server_exceptions=False)
+    client = TestClient(app, raise_server_exceptions=False, headers={"X-API-Key": ADMIN_KEY})
     client.__enter__()
     app.state.triton._client = fake
     return client

@@ -1,0 +1,53 @@
+"""Everything access control needs, built once per app in the lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .auth.authenticate import Authenticator
+from .auth.jwt_keys import SigningKeys
+from .auth.keys import ApiKeys
+from .auth.passwords import Passwords
+from .auth.tokens import Tokens
+from .auth.users import Users
+from .observability.metrics import Metrics
+from .ratelimit.limiter import RateLimiter
+from .ratelimit.quota import TokenQuota
+from .settings import Settings
+from .state.store import StateStore
+
+
+@dataclass(slots=True)
+class Access:
+    store: StateStore
+    keys: ApiKeys
+    users: Users
+    tokens: Tokens
+    authenticator: Authenticator
+    limiter: RateLimiter
+    quota: TokenQuota
+
+    @classmethod
+    def build(cls, settings: Settings, store: StateStore, metrics: Metrics) -> Access:
+        auth = settings.auth
+        secret = settings.secret_key.get_secret_value()
+        fail_open = auth.redis_failure_policy == "open"
+        keys = ApiKeys(
+            store,
+            secret,
+            auth.key_prefix,
+            auth.outage_cache_s,
+            auth.last_used_interval_s,
+            fail_open,
+        )
+        users = Users(store, Passwords())
+        tokens = Tokens(auth.jwt, SigningKeys(auth.jwt, secret), store, users)
+        return cls(
+            store=store,
+            keys=keys,
+            users=users,
+            tokens=tokens,
+            authenticator=Authenticator(auth, secret, keys, users, tokens, metrics),
+            limiter=RateLimiter(auth.tiers, store, fail_open, metrics),
+            quota=TokenQuota(auth.tiers, store, fail_open, metrics),
+        )

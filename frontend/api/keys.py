@@ -1,0 +1,43 @@
+"""Self-service keys: any caller manages the keys it owns; others' keys are 404."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ..deps import AccessDep, LimitedDep
+from ..schemas.access import KeyCreated, KeyInfo, KeyList, OwnKeyCreate
+from ..schemas.common import error_responses
+from ..services import access as service
+
+router = APIRouter(prefix="/v1/keys", tags=["keys"])
+ERRORS = error_responses(401, 404, 422, 429, 503)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=KeyCreated,
+    responses=ERRORS,
+    summary="Create a key for yourself; the secret is shown once (role: any)",
+)
+async def create(body: OwnKeyCreate, principal: LimitedDep, access: AccessDep) -> object:
+    return await service.create_own_key(access, principal, body.name)
+
+
+@router.get("", response_model=KeyList, responses=ERRORS, summary="Your keys (role: any)")
+async def list_keys(principal: LimitedDep, access: AccessDep) -> object:
+    return {"data": await access.keys.listing(principal.owner)}
+
+
+@router.get("/{key_id}", response_model=KeyInfo, responses=ERRORS, summary="One of your keys")
+async def get_key(key_id: str, principal: LimitedDep, access: AccessDep) -> object:
+    record = await access.keys.get_owned(key_id, principal.owner)
+    return record.public(await access.keys.last_used(key_id))
+
+
+@router.delete(
+    "/{key_id}", response_model=KeyInfo, responses=ERRORS, summary="Revoke one of your keys"
+)
+async def revoke(key_id: str, principal: LimitedDep, access: AccessDep) -> object:
+    record = await access.keys.revoke(key_id, principal.owner)
+    return record.public(await access.keys.last_used(key_id))

@@ -1,0 +1,1 @@
+"""Identity: API keys, users with passwords, JWT access and refresh tokens, principals."""

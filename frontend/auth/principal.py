@@ -1,0 +1,31 @@
+"""Who is calling: what the routes and the rate limiter see once credentials are checked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Role = Literal["admin", "user"]
+Kind = Literal["api_key", "user", "bootstrap", "anonymous"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    subject: str  # "key:<id>", "user:<id>", "bootstrap" or "anonymous"
+    kind: Kind
+    role: Role
+    tier: str
+    owner: str  # objects this principal creates belong to it; it sees only its own
+    token_id: str | None = None  # the access token's jti (JWT callers)
+    family: str | None = None  # the login session's refresh family (JWT callers)
+    # Whose rate limits and token quota this request counts against: a user's API keys
+    # count against the user (minting keys never multiplies a user's limits).
+    account: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.account:
+            object.__setattr__(self, "account", self.subject)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"

@@ -1,0 +1,142 @@
+"""JWT access and refresh tokens.
+
+Access tokens are short-lived; a refresh token is used once: /v1/auth/refresh claims its
+jti with SET NX and hands out a new pair in the same family. Presenting a used refresh
+token again means it was stolen (or replayed), so the whole family is revoked: every
+access and refresh token of that login stops working in every worker at once.
+
+State: `revoked:<jti>` and `family_revoked:<fam>` (TTL = the longest life of a token that
+can carry them), `refresh_used:<jti>` (TTL = the refresh token's remaining life)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from ..errors import Unauthorized
+from ..settings import JwtSettings
+from ..state.store import StateStore
+from .jwt_keys import ALGORITHM, SigningKeys
+from .principal import Principal
+from .users import UserRecord, Users
+
+log = logging.getLogger("infergate.auth")
+REQUIRED = ["exp", "iat", "iss", "aud", "sub", "jti"]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    refresh_expires_in: int
+    token_type: str = "Bearer"
+
+
+class Tokens:
+    def __init__(
+        self, settings: JwtSettings, keys: SigningKeys, store: StateStore, users: Users
+    ) -> None:
+        self._settings = settings
+        self._keys = keys
+        self._store = store
+        self._users = users
+
+    def _encode(self, user: UserRecord, kind: str, family: str, ttl: int) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": self._settings.issuer,
+            "aud": self._settings.audience,
+            "sub": user.id,
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl,
+            "jti": secrets.token_urlsafe(16),
+            "typ": kind,
+            "fam": family,
+            "role": user.role,
+        }
+        kid, key = self._keys.signer()
+        return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid})
+
+    def issue(self, user: UserRecord, family: str | None = None) -> TokenPair:
+        family = family or secrets.token_urlsafe(12)
+        s = self._settings
+        return TokenPair(
+            access_token=self._encode(user, "access", family, s.access_ttl_s),
+            refresh_token=self._encode(user, "refresh", family, s.refresh_ttl_s),
+            expires_in=s.access_ttl_s,
+            refresh_expires_in=s.refresh_ttl_s,
+        )
+
+    def decode(self, token: str, kind: str) -> dict[str, Any]:
+        """Signature, algorithm, kid, required claims, iss, aud, exp and type; or 401."""
+        try:
+            header = jwt.get_unverified_header(token)
+            key = self._keys.verifier(header.get("kid"))
+            if key is None:
+                raise Unauthorized()
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=self._settings.audience,
+                issuer=self._settings.issuer,
+                leeway=self._settings.leeway_s,
+                options={"require": REQUIRED},
+            )
+        except jwt.PyJWTError:
+            raise Unauthorized() from None
+        if claims.get("typ") != kind or not isinstance(claims.get("fam"), str):
+            raise Unauthorized()
+        return claims
+
+    async def authenticate(self, token: str) -> Principal:
+        claims = self.decode(token, "access")
+        user_raw, revoked, family_revoked = await self._store.get_many(
+            [f"user:{claims['sub']}", f"revoked:{claims['jti']}", f"family_revoked:{claims['fam']}"]
+        )
+        user = Users.parse(user_raw)
+        if revoked or family_revoked or user is None or user.disabled:
+            raise Unauthorized()
+        # Role and tier come from the user record, so an admin's change applies at once.
+        return user.principal(claims["jti"], claims["fam"])
+
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        claims = self.decode(refresh_token, "refresh")
+        family = claims["fam"]
+        if await self._store.get(f"family_revoked:{family}"):
+            raise Unauthorized()
+        remaining = max(1, int(claims["exp"]) - int(time.time()) + self._settings.leeway_s)
+        first_use = await self._store.put(
+            f"refresh_used:{claims['jti']}", b"1", ttl_s=remaining, only_if_absent=True
+        )
+        if not first_use:
+            await self.revoke_family(family)
+            log.warning("refresh token reuse: family revoked", extra={"subject": claims["sub"]})
+            raise Unauthorized()
+        user = await self._users.get(claims["sub"])
+        if user is None or user.disabled:
+            raise Unauthorized()
+        return self.issue(user, family)
+
+    async def revoke_family(self, family: str) -> None:
+        ttl = self._settings.refresh_ttl_s + self._settings.leeway_s
+        await self._store.put(f"family_revoked:{family}", b"1", ttl_s=ttl)
+
+    async def logout(self, principal: Principal, refresh_token: str | None) -> None:
+        if principal.token_id:
+            ttl = self._settings.access_ttl_s + self._settings.leeway_s
+            await self._store.put(f"revoked:{principal.token_id}", b"1", ttl_s=ttl)
+        if principal.family:
+            await self.revoke_family(principal.family)
+        if refresh_token:
+            claims = self.decode(refresh_token, "refresh")
+            if claims["sub"] != principal.subject.removeprefix("user:"):
+                raise Unauthorized()
+            await self.revoke_family(claims["fam"])

@@ -1,0 +1,1 @@
+"""Fair use: request windows per tier (limiter.py) and daily token budgets (quota.py)."""

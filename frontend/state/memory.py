@@ -1,0 +1,110 @@
+"""In-process state for a single worker (the embedded default when no Redis is set).
+
+Same semantics as the Redis store; time comes from this process's clocks, which is right
+here because there is only one process to agree with."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from .store import DailyReservation, Window, WindowHit
+
+DAY = 86_400
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._values: dict[str, tuple[bytes, float | None]] = {}
+        self._sets: dict[str, set[str]] = {}
+        self._counters: dict[str, tuple[int, float]] = {}  # key -> (count, expires monotonic)
+
+    async def ping(self) -> None:
+        return None
+
+    def _live(self, key: str) -> bytes | None:
+        item = self._values.get(key)
+        if item is None:
+            return None
+        value, expires = item
+        if expires is not None and time.monotonic() >= expires:
+            del self._values[key]
+            return None
+        return value
+
+    async def get(self, key: str) -> bytes | None:
+        return self._live(key)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return [self._live(k) for k in keys]
+
+    async def put(
+        self, key: str, value: bytes, ttl_s: int | None = None, only_if_absent: bool = False
+    ) -> bool:
+        if only_if_absent and self._live(key) is not None:
+            return False
+        expires = time.monotonic() + ttl_s if ttl_s is not None else None
+        self._values[key] = (value, expires)
+        return True
+
+    async def delete(self, key: str) -> None:
+        self._values.pop(key, None)
+        self._sets.pop(key, None)
+
+    async def add_member(self, key: str, member: str) -> None:
+        self._sets.setdefault(key, set()).add(member)
+
+    async def members(self, key: str) -> set[str]:
+        return set(self._sets.get(key, ()))
+
+    def _window(self, window: Window, now: float) -> tuple[int, float]:
+        count, expires = self._counters.get(window.key, (0, 0.0))
+        if now >= expires:
+            return 0, now + window.seconds
+        return count, expires
+
+    async def hit_windows(self, windows: Sequence[Window], cost: int = 1) -> WindowHit:
+        now = time.monotonic()
+        state = [self._window(w, now) for w in windows]
+        allowed = all(count + cost <= w.limit for w, (count, _) in zip(windows, state, strict=True))
+        if allowed:
+            state = [(count + cost, expires) for count, expires in state]
+            for w, item in zip(windows, state, strict=True):
+                self._counters[w.key] = item
+        return WindowHit(
+            allowed,
+            tuple(c for c, _ in state),
+            tuple(max(0, int((e - now) * 1000)) for _, e in state),
+        )
+
+    async def peek_windows(self, windows: Sequence[Window]) -> WindowHit:
+        now = time.monotonic()
+        state = [self._window(w, now) for w in windows]
+        return WindowHit(
+            True, tuple(c for c, _ in state), tuple(int((e - now) * 1000) for _, e in state)
+        )
+
+    @staticmethod
+    def _day(key: str) -> tuple[str, int]:
+        now = int(time.time())
+        return f"{key}:{now // DAY}", DAY - now % DAY
+
+    async def reserve_daily(self, key: str, amount: int, limit: int | None) -> DailyReservation:
+        day_key, reset = self._day(key)
+        used = int(self._live(day_key) or 0)
+        if limit is not None and used + amount > limit:
+            return DailyReservation(False, used, reset, day_key)
+        used += amount
+        self._values[day_key] = (str(used).encode(), time.monotonic() + reset + 3600)
+        return DailyReservation(True, used, reset, day_key)
+
+    async def adjust(self, day_key: str, delta: int) -> None:
+        value, expires = self._values.get(day_key, (b"0", time.monotonic() + DAY))
+        self._values[day_key] = (str(int(value) + delta).encode(), expires)
+
+    async def daily_used(self, key: str) -> tuple[int, int]:
+        day_key, reset = self._day(key)
+        return int(self._live(day_key) or 0), reset
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,157 @@
+"""The shared state in Redis. Counters live in Lua scripts so that each decision is one
+atomic round trip timed by the Redis server's clock (PTTL, TIME), never a worker's."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+import redis.asyncio as redis
+
+from .guard import RedisGuard
+from .store import DailyReservation, Window, WindowHit
+
+PREFIX = "ig:"
+
+# KEYS: one counter per window. ARGV: cost, then limit and window length (ms) per window,
+# then a flag: 1 = count the hit, 0 = only read.
+# A window absent or without expiry counts as new. Nothing is counted unless every window
+# has room, so a request refused by the daily window does not use up the minute window.
+_WINDOWS = """
+local cost = tonumber(ARGV[1])
+local commit = tonumber(ARGV[#ARGV])
+local counts, resets = {}, {}
+local allowed = 1
+for i = 1, #KEYS do
+  local limit = tonumber(ARGV[2 * i])
+  local window = tonumber(ARGV[2 * i + 1])
+  local ttl = redis.call('PTTL', KEYS[i])
+  local count = 0
+  if ttl > 0 then
+    count = tonumber(redis.call('GET', KEYS[i]) or '0')
+  else
+    ttl = window
+  end
+  counts[i] = count
+  resets[i] = ttl
+  if count + cost > limit then allowed = 0 end
+end
+if allowed == 1 and commit == 1 then
+  for i = 1, #KEYS do
+    local window = tonumber(ARGV[2 * i + 1])
+    if counts[i] == 0 then
+      redis.call('SET', KEYS[i], cost, 'PX', window)
+      counts[i] = cost
+      resets[i] = window
+    else
+      counts[i] = redis.call('INCRBY', KEYS[i], cost)
+    end
+  end
+end
+return {allowed, counts, resets}
+"""
+
+# KEYS[1]: counter prefix. ARGV: amount, limit (-1: none), commit flag.
+# The day is the Redis server's UTC day, so every worker and replica agrees on it.
+_DAILY = """
+local now = tonumber(redis.call('TIME')[1])
+local day = math.floor(now / 86400)
+local key = KEYS[1] .. ':' .. day
+local reset = (day + 1) * 86400 - now
+local used = tonumber(redis.call('GET', key) or '0')
+local amount = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+if tonumber(ARGV[3]) == 0 then return {1, used, reset, key} end
+if limit >= 0 and used + amount > limit then return {0, used, reset, key} end
+used = redis.call('INCRBY', key, amount)
+redis.call('EXPIRE', key, reset + 3600)
+return {1, used, reset, key}
+"""
+
+
+class RedisStore:
+    def __init__(self, client: redis.Redis, guard: RedisGuard) -> None:
+        self._client = client
+        self._guard = guard
+        self._windows = client.register_script(_WINDOWS)
+        self._daily = client.register_script(_DAILY)
+
+    @property
+    def guard(self) -> RedisGuard:
+        return self._guard
+
+    async def ping(self) -> None:
+        await self._guard.run("ping", self._client.ping)
+
+    async def get(self, key: str) -> bytes | None:
+        raw = await self._guard.run("get", lambda: self._client.get(PREFIX + key))
+        return cast(bytes | None, raw)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        raw = await self._guard.run("mget", lambda: self._client.mget([PREFIX + k for k in keys]))
+        return cast(list[bytes | None], raw)
+
+    async def put(
+        self, key: str, value: bytes, ttl_s: int | None = None, only_if_absent: bool = False
+    ) -> bool:
+        done = await self._guard.run(
+            "set", lambda: self._client.set(PREFIX + key, value, ex=ttl_s, nx=only_if_absent)
+        )
+        return bool(done)
+
+    async def delete(self, key: str) -> None:
+        await self._guard.run("delete", lambda: self._client.delete(PREFIX + key))
+
+    async def add_member(self, key: str, member: str) -> None:
+        await self._guard.run("sadd", lambda: self._client.sadd(PREFIX + key, member))
+
+    async def members(self, key: str) -> set[str]:
+        raw = await self._guard.run("smembers", lambda: self._client.smembers(PREFIX + key))
+        return {m.decode() if isinstance(m, bytes) else str(m) for m in raw}
+
+    async def _run_windows(self, windows: Sequence[Window], cost: int, commit: int) -> WindowHit:
+        args: list[Any] = [cost]
+        for w in windows:
+            args += [w.limit, w.seconds * 1000]
+        args.append(commit)
+        keys = [PREFIX + w.key for w in windows]
+        allowed, counts, resets = await self._guard.run(
+            "ratelimit", lambda: self._windows(keys=keys, args=args)
+        )
+        return WindowHit(
+            bool(allowed), tuple(int(c) for c in counts), tuple(int(r) for r in resets)
+        )
+
+    async def hit_windows(self, windows: Sequence[Window], cost: int = 1) -> WindowHit:
+        return await self._run_windows(windows, cost, 1)
+
+    async def peek_windows(self, windows: Sequence[Window]) -> WindowHit:
+        return await self._run_windows(windows, 0, 0)
+
+    async def _run_daily(
+        self, key: str, amount: int, limit: int | None, commit: int
+    ) -> DailyReservation:
+        allowed, used, reset, day_key = await self._guard.run(
+            "quota",
+            lambda: self._daily(
+                keys=[PREFIX + key], args=[amount, -1 if limit is None else limit, commit]
+            ),
+        )
+        day = day_key.decode() if isinstance(day_key, bytes) else str(day_key)
+        return DailyReservation(bool(allowed), int(used), int(reset), day.removeprefix(PREFIX))
+
+    async def reserve_daily(self, key: str, amount: int, limit: int | None) -> DailyReservation:
+        return await self._run_daily(key, amount, limit, 1)
+
+    async def adjust(self, day_key: str, delta: int) -> None:
+        if delta:
+            await self._guard.run("quota", lambda: self._client.incrby(PREFIX + day_key, delta))
+
+    async def daily_used(self, key: str) -> tuple[int, int]:
+        reservation = await self._run_daily(key, 0, None, 0)
+        return reservation.used, reservation.reset_s
+
+    async def close(self) -> None:
+        await self._client.aclose()

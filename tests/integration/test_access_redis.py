@@ -1,0 +1,368 @@
+"""Access control with real Redis (a private redis-server) across real worker processes:
+the limiter's exactness over two uvicorn workers, revocations seen at once by the other
+worker, no secret in Redis or the logs, and Redis failing under load."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import httpx
+import pytest
+
+from .conftest import (
+    ADMIN,
+    ADMIN_KEY,
+    ROOT,
+    LiveFrontend,
+    RedisServer,
+    free_port,
+    frontend_settings,
+)
+
+pytestmark = pytest.mark.integration
+PASSWORD = "a long enough passphrase"
+WINDOW_S = 20
+TIERS = {
+    "free": {"rate": ["10/minute", "100/day"], "tokens_per_day": 20000},
+    "unlimited": {"rate": []},
+    "burst": {"rate": [f"100 per {WINDOW_S} seconds"]},
+    "load": {"rate": ["100000/minute"]},
+}
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict
+    body: bytes
+
+
+class Workers:
+    """`python -m frontend serve --workers 2` over the session Triton and a private Redis."""
+
+    def __init__(self, triton, repository: Path, redis: RedisServer, tmp: Path) -> None:
+        self.port = free_port()
+        self.log = tmp / "frontend.log"
+        self.metrics_dir = tmp / "metrics"
+        self.metrics_dir.mkdir()
+        env = {
+            **os.environ,
+            "INFERGATE_ENVIRONMENT": "test",
+            "INFERGATE_AUTH__BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
+            "INFERGATE_AUTH__TIERS": json.dumps(TIERS),
+            "INFERGATE_AUTH__LAST_USED_INTERVAL_S": "0",
+            "INFERGATE_REDIS__URL": redis.url,
+            "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
+        }
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "frontend",
+                "serve",
+                "--workers",
+                "2",
+                "--port",
+                str(self.port),
+                "--triton-url",
+                triton.grpc_url,
+                "--repository",
+                str(repository),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("w"),
+        )
+        from benchmarks.targets import wait_http
+
+        wait_http(self.url + "/health/ready", timeout=120)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def redis_private(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis-access")).start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="module")
+def workers(triton, repository, redis_private, tmp_path_factory):
+    w = Workers(triton, repository, redis_private, tmp_path_factory.mktemp("workers"))
+    yield w
+    w.stop()
+
+
+def fresh(url: str, method: str, path: str, **kw) -> httpx.Response:
+    """One request on a new connection: connections land on either worker."""
+    return httpx.request(method, url + path, timeout=30, **kw)
+
+
+def create_key(url: str, **body) -> dict:
+    r = fresh(url, "POST", "/v1/admin/keys", headers=ADMIN, json={"name": "t", **body})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def test_limiter_is_exact_across_two_workers(workers):
+    key = create_key(workers.url, tier="burst")["key"]
+
+    async def burst() -> list[Reply]:
+        # aiohttp: httpx's async client alone needs ~3 s per 300 requests on 2 cores.
+        connector = aiohttp.TCPConnector(limit=200, force_close=True)  # new connections
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def one() -> Reply:
+                async with session.get(workers.url + "/v1/models", headers={"X-API-Key": key}) as r:
+                    return Reply(
+                        r.status, {k.lower(): v for k, v in r.headers.items()}, await r.read()
+                    )
+
+            return await asyncio.gather(*(one() for _ in range(1000)))
+
+    started = time.monotonic()
+    responses = asyncio.run(burst())
+    took = time.monotonic() - started
+    codes = [r.status for r in responses]
+    print(f"1000 concurrent in {took:.1f}s: {codes.count(200)} x 200, {codes.count(429)} x 429")
+    assert took < WINDOW_S, "the burst must fit in one window for the count to mean anything"
+    assert codes.count(200) == 100 and codes.count(429) == 900
+    # Both worker processes answered (each writes its own metric files).
+    pids = {re.search(r"_(\d+)\.db$", p.name).group(1) for p in workers.metrics_dir.glob("*.db")}
+    assert len(pids) >= 2
+
+    refused = next(r for r in responses if r.status == 429)
+    retry_after = int(refused.headers["retry-after"])
+    assert 1 <= retry_after <= WINDOW_S
+    assert refused.headers["x-ratelimit-limit"] == "100"
+    assert refused.headers["x-ratelimit-remaining"] == "0"
+    assert int(refused.headers["x-ratelimit-reset"]) == retry_after
+    assert refused.headers["ratelimit-policy"] == f'"burst.{WINDOW_S}second";q=100;w={WINDOW_S}'
+    assert refused.headers["ratelimit"] == f'"burst.{WINDOW_S}second";r=0;t={retry_after}'
+    assert json.loads(refused.body)["error"]["code"] == "rate_limited"
+    ok = [r for r in responses if r.status == 200]
+    assert sorted(int(r.headers["x-ratelimit-remaining"]) for r in ok) == list(range(100))
+
+    # The 1001st, now: still refused. After Retry-After (the latest one given): allowed.
+    late = fresh(workers.url, "GET", "/v1/models", headers={"X-API-Key": key})
+    assert late.status_code == 429
+    time.sleep(int(late.headers["Retry-After"]))
+    again = fresh(workers.url, "GET", "/v1/models", headers={"X-API-Key": key})
+    assert again.status_code == 200 and again.headers["X-RateLimit-Remaining"] == "99"
+
+
+def test_revoked_key_is_refused_by_every_worker_at_once(workers):
+    created = create_key(workers.url)
+    auth = {"X-API-Key": created["key"]}
+    assert all(
+        fresh(workers.url, "GET", "/v1/usage", headers=auth).status_code == 200 for _ in range(6)
+    )
+    r = fresh(workers.url, "DELETE", f"/v1/admin/keys/{created['id']}", headers=ADMIN)
+    assert r.status_code == 200
+    codes = [fresh(workers.url, "GET", "/v1/usage", headers=auth).status_code for _ in range(20)]
+    assert codes == [401] * 20
+
+
+def test_jwt_logout_and_refresh_reuse_apply_in_every_worker(workers):
+    r = fresh(
+        workers.url,
+        "POST",
+        "/v1/admin/users",
+        headers=ADMIN,
+        json={"username": "wanda", "password": PASSWORD, "tier": "free"},
+    )
+    assert r.status_code == 201
+    login = fresh(
+        workers.url, "POST", "/v1/auth/token", json={"username": "wanda", "password": PASSWORD}
+    ).json()
+    bearer = {"Authorization": f"Bearer {login['access_token']}"}
+    assert fresh(workers.url, "GET", "/v1/usage", headers=bearer).status_code == 200
+    rotated = fresh(
+        workers.url, "POST", "/v1/auth/refresh", json={"refresh_token": login["refresh_token"]}
+    ).json()
+    new_bearer = {"Authorization": f"Bearer {rotated['access_token']}"}
+    assert fresh(workers.url, "GET", "/v1/usage", headers=new_bearer).status_code == 200
+    # Reuse of the first refresh token (in whichever worker) revokes the family everywhere.
+    reuse = fresh(
+        workers.url, "POST", "/v1/auth/refresh", json={"refresh_token": login["refresh_token"]}
+    )
+    assert reuse.status_code == 401
+    codes = [
+        fresh(workers.url, "GET", "/v1/usage", headers=new_bearer).status_code for _ in range(10)
+    ]
+    assert codes == [401] * 10
+    # A new login, then logout: refused at once in every worker.
+    second = fresh(
+        workers.url, "POST", "/v1/auth/token", json={"username": "wanda", "password": PASSWORD}
+    ).json()
+    bearer = {"Authorization": f"Bearer {second['access_token']}"}
+    assert fresh(workers.url, "POST", "/v1/auth/logout", headers=bearer).status_code == 204
+    codes = [fresh(workers.url, "GET", "/v1/usage", headers=bearer).status_code for _ in range(10)]
+    assert codes == [401] * 10
+
+
+def test_no_secret_in_redis_or_logs(workers, redis_private):
+    created = create_key(workers.url, tier="free")
+    secret_part = created["key"].rsplit("_", 1)[1]
+    fresh(
+        workers.url,
+        "POST",
+        "/v1/admin/users",
+        headers=ADMIN,
+        json={"username": "xavier", "password": PASSWORD},
+    )
+    login = fresh(
+        workers.url, "POST", "/v1/auth/token", json={"username": "xavier", "password": PASSWORD}
+    ).json()
+    for headers in (
+        {"X-API-Key": created["key"]},
+        {"Authorization": f"Bearer {created['key']}"},
+        {"Authorization": f"Bearer {login['access_token']}"},
+    ):
+        assert fresh(workers.url, "GET", "/v1/models", headers=headers).status_code == 200
+    # Failed attempts are logged too: with a wrong secret, and a wrong password.
+    fresh(workers.url, "GET", "/v1/models", headers={"X-API-Key": created["key"][:-2] + "xx"})
+    fresh(
+        workers.url,
+        "POST",
+        "/v1/auth/token",
+        json={"username": "xavier", "password": PASSWORD + "!"},
+    )
+
+    client = redis_private.client()
+    dump = []
+    for name in client.scan_iter(count=1000):
+        kind = client.type(name)
+        if kind == b"string":
+            dump.append(name + b"=" + (client.get(name) or b""))
+        elif kind == b"set":
+            dump.append(name + b"=" + b",".join(sorted(client.smembers(name))))
+        else:
+            dump.append(name + b"=" + kind)
+    client.close()
+    stored = b"\n".join(dump).decode()
+    assert f"key:{created['id']}" in stored  # the record is there ...
+    assert created["key"] not in stored and secret_part not in stored  # ... not the secret
+    assert login["access_token"] not in stored and login["refresh_token"] not in stored
+    assert PASSWORD not in stored and "$argon2id$" in stored  # only the password's hash
+
+    time.sleep(0.5)  # access records are written just after the responses
+    logs = workers.log.read_text()
+    assert '"infergate.access"' in logs
+    for secret in (
+        created["key"],
+        secret_part,
+        login["access_token"],
+        login["refresh_token"],
+        PASSWORD,
+        ADMIN_KEY,
+    ):
+        assert secret not in logs
+
+
+# --- Redis failing under load ---------------------------------------------------------------
+
+
+def _load(url: str, headers: dict, stop: threading.Event, out: list) -> None:
+    with httpx.Client(base_url=url, timeout=10, headers=headers) as http:
+        while not stop.is_set():
+            started = time.monotonic()
+            r = http.get("/v1/models")
+            out.append((started, time.monotonic() - started, r.status_code, dict(r.headers)))
+            stop.wait(0.02)
+
+
+def _metric(url: str, name: str) -> float:
+    text = httpx.get(url + "/metrics", timeout=10).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.mark.parametrize(
+    ("policy", "failure"), [("open", "kill"), ("closed", "kill"), ("open", "hang")]
+)
+def test_redis_failing_under_load(triton, repository, tmp_path, policy, failure):
+    """Killed (connections refused) or hung (SIGSTOP: connections open, no answers)."""
+    redis = RedisServer(tmp_path).start()
+    settings = frontend_settings(
+        triton.grpc_url,
+        repository,
+        redis_url=redis.url,
+        auth={"tiers": TIERS, "redis_failure_policy": policy},
+    )
+    live = LiveFrontend(__import__("frontend.app", fromlist=["x"]).create_app(settings))
+    try:
+        key = create_key(live.url, tier="load")["key"]
+        redis.client().save()  # the restarted Redis loads this snapshot (the key record)
+        results: list = []
+        stop = threading.Event()
+        loader = threading.Thread(target=_load, args=(live.url, {"X-API-Key": key}, stop, results))
+        loader.start()
+        time.sleep(1.0)
+        killed_at = time.monotonic()
+        if failure == "kill":
+            redis.kill()
+        else:
+            redis.proc.send_signal(signal.SIGSTOP)
+        time.sleep(3.0)
+        down_up = _metric(live.url, "infergate_redis_up")
+        restart_at = time.monotonic()
+        if failure == "kill":
+            redis.start()
+        else:
+            redis.proc.send_signal(signal.SIGCONT)
+        back_at = time.monotonic()
+        time.sleep(3.0)
+        stop.set()
+        loader.join(30)
+    finally:
+        live.stop()
+        redis.kill()
+
+    before = [r for r in results if r[0] < killed_at]
+    during = [r for r in results if killed_at + 0.05 < r[0] < restart_at]
+    after = [r for r in results if r[0] > back_at + 1.5]  # one cool-down after the restart
+    assert before and during and after
+    assert all(code == 200 for _, _, code, _ in before)
+    # No request hangs on a dead Redis: the guard's deadline bounds every call.
+    assert max(took for _, took, _, _ in results) < 1.0
+    assert down_up == 0
+    if policy == "open":
+        assert all(code == 200 for _, _, code, _ in during)
+        assert all("x-ratelimit-remaining" in h for _, _, _, h in during)  # local bucket
+    else:
+        assert {code for _, _, code, _ in during} == {503}
+        assert all(h["retry-after"] == "1" for _, _, _, h in during)
+    # Recovery without a restart: Redis counts again.
+    assert all(code == 200 for _, _, code, _ in after)
+    remaining = [int(h["x-ratelimit-remaining"]) for _, _, _, h in after]
+    assert remaining == sorted(remaining, reverse=True) and len(set(remaining)) == len(remaining)
+    print(
+        f"{policy}: {len(before)} before, {len(during)} during, {len(after)} after; "
+        f"max latency {max(t for _, t, _, _ in results) * 1000:.0f} ms"
+    )

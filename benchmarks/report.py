@@ -95,6 +95,31 @@ def goals(agg: dict[tuple[str, str], dict[str, float]]) -> list[dict[str, Any]]:
     return results
 
 
+def limiter_overhead(agg: dict[tuple[str, str], dict[str, float]]) -> list[dict[str, Any]]:
+    """The access-control path (API key + two Redis windows) against authentication off,
+    per single-text scenario: added p50 / p99 and the throughput ratio."""
+    rows = []
+    for scenario in sorted(
+        {s for s, _ in agg if s.startswith("single-c")}, key=lambda s: int(s.split("-c")[1])
+    ):
+        off, on = agg.get((scenario, "frontend_noauth")), agg.get((scenario, "frontend_limits"))
+        if not off or not on:
+            continue
+        rows.append(
+            {
+                "scenario": scenario,
+                "p50_off_ms": off["p50_ms"],
+                "p50_on_ms": on["p50_ms"],
+                "p50_added_ms": round(on["p50_ms"] - off["p50_ms"], 2),
+                "p99_off_ms": off["p99_ms"],
+                "p99_on_ms": on["p99_ms"],
+                "p99_added_ms": round(on["p99_ms"] - off["p99_ms"], 2),
+                "rps_ratio": round(on["rps"] / off["rps"], 3) if off["rps"] else None,
+            }
+        )
+    return rows
+
+
 def _plots(
     out: Path, agg: dict[tuple[str, str], dict[str, float]], targets: list[str]
 ) -> list[str]:
@@ -160,6 +185,7 @@ def write(
     agg = aggregate(rows)
     targets = [t for t in descriptions if any(t == key[1] for key in agg)]
     goal_rows = goals(agg)
+    overhead = limiter_overhead(agg)
     facts = machine()
     plots = _plots(out, agg, targets)
     (out / "results.json").write_text(
@@ -172,6 +198,7 @@ def write(
                 "rows": rows,
                 "aggregate": [{"scenario": s, "target": t, **v} for (s, t), v in agg.items()],
                 "goals": goal_rows,
+                "limiter_overhead": overhead,
             },
             indent=2,
         )
@@ -204,6 +231,21 @@ def write(
     for g in goal_rows:
         verdict = "n/a" if g["pass"] is None else ("PASS" if g["pass"] else "FAIL")
         lines.append(f"| {g['goal']} | {g['ratio']} | {verdict} |")
+    if overhead:
+        lines += [
+            "",
+            "## Access-control overhead (API key + Redis rate limit vs authentication off)",
+            "",
+            "| scenario | p50 off | p50 on | added p50 ms | p99 off | p99 on | added p99 ms "
+            "| throughput on/off |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for o in overhead:
+            lines.append(
+                f"| {o['scenario']} | {o['p50_off_ms']} | {o['p50_on_ms']} | "
+                f"{o['p50_added_ms']} | {o['p99_off_ms']} | {o['p99_on_ms']} | "
+                f"{o['p99_added_ms']} | {o['rps_ratio']} |"
+            )
     lines += [
         "",
         "## Results",
@@ -225,4 +267,4 @@ def write(
         lines += ["", "Not measured: " + "; ".join(f"{r['target']}: {r['error']}" for r in failed)]
     lines += [""] + [f"![{p}]({p})" for p in plots]
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    return {"out": str(out), "goals": goal_rows}
+    return {"out": str(out), "goals": goal_rows, "limiter_overhead": overhead}

@@ -89,7 +89,7 @@ def main() -> None:
     targets: list[Target] = []
     rows: list[dict[str, Any]] = []
     try:
-        print("starting targets (Triton, frontend, baselines)...", flush=True)
+        print("starting targets (Triton, frontends, Redis, baselines)...", flush=True)
         targets = [
             Target(
                 "triton",
@@ -99,6 +99,12 @@ def main() -> None:
                 {"single", "batch", "open", "embed"},
             ),
             start_frontend(triton_server.grpc_url, repository, args.frontend_workers),
+            start_frontend(
+                triton_server.grpc_url, repository, args.frontend_workers, "frontend_noauth"
+            ),
+            start_frontend(
+                triton_server.grpc_url, repository, args.frontend_workers, "frontend_limits"
+            ),
         ]
         targets += [start_baseline(name) for name in BASELINES]
         for target in targets:  # warm-up, not recorded
@@ -155,7 +161,7 @@ def main() -> None:
     config["wall_seconds"] = round(time.time() - started, 1)
     out = Path(args.out) / time.strftime("%Y-%m-%d_%H%M%S")
     summary = report.write(out, rows, descriptions, config)
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2, default=str))
     print(f"report: {out / 'report.md'}")
 
 

@@ -47,14 +47,17 @@ class Target:
     url: str = ""
     process: subprocess.Popen[bytes] | None = None
     supports: set[str] = field(default_factory=lambda: {"single", "batch", "open"})
+    headers: dict[str, str] = field(default_factory=dict)  # credentials, for the frontend
+    extra: list[subprocess.Popen[bytes]] = field(default_factory=list)  # e.g. its Redis
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        for proc in [self.process, *self.extra]:
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
 
 def wait_http(url: str, timeout: float = 180) -> None:
@@ -79,8 +82,65 @@ def start_process(args: list[str], env: dict[str, str] | None = None) -> subproc
     )
 
 
-def start_frontend(triton_grpc: str, repository: Path, workers: int) -> Target:
+BENCH_ADMIN_KEY = "bench-admin-key-" + "0" * 32
+# Limits far above what the run can reach (never a 429), in two windows like the real
+# tiers, so that the limiter does its full work on every request.
+BENCH_TIERS = {
+    "free": {"rate": ["10/minute", "100/day"]},
+    "unlimited": {"rate": []},
+    "bench": {"rate": ["100000000/minute", "1000000000/day"]},
+}
+FRONTENDS = {
+    "frontend": "(a) infergate frontend -> Triton, bootstrap admin key (no limiter), "
+    "in-process state",
+    "frontend_noauth": "(a') the frontend with authentication off (INFERGATE_AUTH__ENABLED=false)",
+    "frontend_limits": "(a'') the frontend with an API key in a two-window tier, keys and "
+    "limits in a private Redis (the full access-control path)",
+}
+
+
+def start_redis() -> tuple[subprocess.Popen[bytes], str]:
+    import redis
+
     port = free_port()
+    proc = subprocess.Popen(
+        with_parent_death_signal(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port, socket_timeout=1)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start") from None
+            time.sleep(0.05)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def start_frontend(
+    triton_grpc: str, repository: Path, workers: int, name: str = "frontend"
+) -> Target:
+    import json
+
+    port = free_port()
+    env = {
+        "INFERGATE_LOG__LEVEL": "WARNING",
+        "INFERGATE_AUTH__BOOTSTRAP_ADMIN_KEY": BENCH_ADMIN_KEY,
+    }
+    extra: list[subprocess.Popen[bytes]] = []
+    if name == "frontend_noauth":
+        env["INFERGATE_AUTH__ENABLED"] = "false"
+    if name == "frontend_limits":
+        redis_proc, redis_url = start_redis()
+        extra.append(redis_proc)
+        env["INFERGATE_REDIS__URL"] = redis_url
+        env["INFERGATE_AUTH__TIERS"] = json.dumps(BENCH_TIERS)
     proc = start_process(
         [
             "-m",
@@ -95,16 +155,27 @@ def start_frontend(triton_grpc: str, repository: Path, workers: int) -> Target:
             "--repository",
             str(repository),
         ],
-        env={"INFERGATE_LOG__LEVEL": "WARNING"},
+        env=env,
     )
     target = Target(
-        "frontend",
-        f"(a) infergate frontend -> Triton ({workers} worker)",
+        name,
+        FRONTENDS[name].replace("->", f"({workers} worker) ->", 1),
         f"http://127.0.0.1:{port}",
         proc,
-        {"single", "batch", "open", "embed"},
+        {"single", "batch", "open", "embed"} if name == "frontend" else {"single"},
+        {"X-API-Key": BENCH_ADMIN_KEY},
+        extra,
     )
     wait_http(target.url + "/health/ready")
+    if name == "frontend_limits":
+        made = httpx.post(
+            target.url + "/v1/admin/keys",
+            headers=target.headers,
+            json={"name": "bench", "tier": "bench"},
+            timeout=30,
+        )
+        made.raise_for_status()
+        target.headers = {"X-API-Key": made.json()["key"]}
     return target
 
 
@@ -133,13 +204,16 @@ class RestCaller:
         self.target = target
         self.session = aiohttp.ClientSession(
             target.url,
+            headers=target.headers,
             connector=aiohttp.TCPConnector(limit=max(concurrency, 1) * 2),
             timeout=aiohttp.ClientTimeout(total=60),
         )
 
     def classify(self, batch: int) -> Call:
         path = (
-            "/v1/models/intent/versions/1/predict" if self.target.name == "frontend" else "/predict"
+            "/v1/models/intent/versions/1/predict"
+            if self.target.name.startswith("frontend")
+            else "/predict"
         )
 
         async def call(i: int) -> None:

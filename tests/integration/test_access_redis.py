@@ -366,3 +366,63 @@ def test_redis_failing_under_load(triton, repository, tmp_path, policy, failure)
         f"{policy}: {len(before)} before, {len(during)} during, {len(after)} after; "
         f"max latency {max(t for _, t, _, _ in results) * 1000:.0f} ms"
     )
+
+
+def test_token_quota_in_redis_reserves_settles_and_survives_cancellation(redis_server):
+    """The quota mechanism on real Redis: the day comes from Redis' clock (TIME in the
+    script), a cancelled stream is settled to what it produced, and two stores (as two
+    workers) share one budget."""
+    import redis.asyncio as aioredis
+
+    from frontend.auth.principal import Principal
+    from frontend.errors import QuotaExceeded
+    from frontend.observability.metrics import Metrics
+    from frontend.ratelimit.quota import TokenQuota
+    from frontend.settings import Tier
+    from frontend.state.guard import RedisGuard
+    from frontend.state.redis_store import RedisStore
+
+    async def run() -> None:
+        stores = []
+        quotas = []
+        for _ in range(2):
+            metrics = Metrics()
+            store = RedisStore(aioredis.from_url(redis_server.url), RedisGuard(metrics, 0.5, 1))
+            stores.append(store)
+            quotas.append(TokenQuota({"t": Tier(tokens_per_day=1000)}, store, False, metrics))
+        who = Principal("key:quota-test", "api_key", "user", "t", "key:quota-test")
+        a, b = quotas
+        async with a.hold(who, estimate=400) as held:
+            assert (await b.usage(who)).used == 400  # the other worker sees the hold
+            held.used = 120
+        assert (await b.usage(who)).used == 120
+
+        started = asyncio.Event()
+
+        async def stream() -> None:
+            async with b.hold(who, estimate=500) as held:
+                while True:
+                    held.used += 1
+                    if held.used == 30:
+                        started.set()
+                    await asyncio.sleep(0.005)
+
+        task = asyncio.create_task(stream())
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        used = (await a.usage(who)).used
+        assert 150 <= used <= 152  # 120 + the ~30 tokens produced before the disconnect
+        with pytest.raises(QuotaExceeded) as refused:
+            await a.reserve(who, 1000 - used + 1)
+        usage = await a.usage(who)
+        assert (
+            refused.value.retry_after == max(1, usage.reset_s)
+            or abs(refused.value.retry_after - usage.reset_s) <= 1
+        )
+        assert 0 < usage.reset_s <= 86_400
+        for store in stores:
+            await store.close()
+
+    asyncio.run(run())

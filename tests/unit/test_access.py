@@ -474,3 +474,55 @@ def test_settings_refuse_weak_or_inconsistent_auth():
         Tier(rate=["ten per fortnight"])
     with pytest.raises(ValueError):
         JwtSettings(active_kid="nope")
+
+
+def test_signing_keys_rotate_by_kid(tmp_path):
+    """Tokens signed by a key still listed keep working after the active kid moves on; once
+    the old key is removed from the ring, its tokens are refused."""
+    from cryptography.hazmat.primitives import serialization
+
+    def pem() -> str:
+        return (
+            Ed25519PrivateKey.generate()
+            .private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            .decode()
+        )
+
+    old, new = (
+        {"kid": "2026-10", "private_key_pem": pem()},
+        {"kid": "2026-11", "private_key_pem": pem()},
+    )
+
+    def client_with(keys: list[dict], active: str):
+        return _client(
+            tmp_path / active / str(len(keys)),
+            FakeTriton(),
+            auth=AuthSettings(
+                bootstrap_admin_key=ADMIN_KEY,
+                jwt=JwtSettings(signing_keys=keys, active_kid=active),
+            ),
+        )
+
+    first = client_with([old], "2026-10")
+    user = new_user(first, "rot")
+    token = login(first, "rot")["access_token"]
+    assert jwt.get_unverified_header(token)["kid"] == "2026-10"
+    # Same store needed to find the user: reuse the first app's store in the next apps.
+    store = first.app.state.access.store
+    first.__exit__(None, None, None)
+
+    for keys, active, expected in (([old, new], "2026-11", 200), ([new], "2026-11", 401)):
+        c = client_with(keys, active)
+        c.app.state.access.tokens._store = store
+        c.app.state.access.users._store = store
+        c.app.state.access.authenticator._tokens._store = store
+        assert c.get("/v1/usage", headers=bearer(token)).status_code == expected
+        if expected == 200:
+            assert (
+                c.get("/v1/usage", headers=bearer(token)).json()["subject"] == f"user:{user['id']}"
+            )
+        c.__exit__(None, None, None)

@@ -120,6 +120,27 @@ def limiter_overhead(agg: dict[tuple[str, str], dict[str, float]]) -> list[dict[
     return rows
 
 
+def cache_path(agg: dict[tuple[str, str], dict[str, float]]) -> list[dict[str, Any]]:
+    """Cache-hit path next to the inference path of the same frontend, at 32 clients."""
+    rows = []
+    for target in ("frontend", "frontend_limits"):
+        hit, miss = agg.get(("cached-c32", target)), agg.get(("single-c32", target))
+        if hit and miss:
+            rows.append(
+                {
+                    "target": target,
+                    "hit_rps": hit["rps"],
+                    "hit_p50_ms": hit["p50_ms"],
+                    "hit_p99_ms": hit["p99_ms"],
+                    "inference_rps": miss["rps"],
+                    "inference_p50_ms": miss["p50_ms"],
+                    "inference_p99_ms": miss["p99_ms"],
+                    "rps_ratio": round(hit["rps"] / miss["rps"], 2) if miss["rps"] else None,
+                }
+            )
+    return rows
+
+
 def _plots(
     out: Path, agg: dict[tuple[str, str], dict[str, float]], targets: list[str]
 ) -> list[str]:
@@ -186,6 +207,7 @@ def write(
     targets = [t for t in descriptions if any(t == key[1] for key in agg)]
     goal_rows = goals(agg)
     overhead = limiter_overhead(agg)
+    caching = cache_path(agg)
     facts = machine()
     plots = _plots(out, agg, targets)
     (out / "results.json").write_text(
@@ -199,6 +221,7 @@ def write(
                 "aggregate": [{"scenario": s, "target": t, **v} for (s, t), v in agg.items()],
                 "goals": goal_rows,
                 "limiter_overhead": overhead,
+                "cache_path": caching,
             },
             indent=2,
         )
@@ -246,6 +269,21 @@ def write(
                 f"{o['p50_added_ms']} | {o['p99_off_ms']} | {o['p99_on_ms']} | "
                 f"{o['p99_added_ms']} | {o['rps_ratio']} |"
             )
+    if caching:
+        lines += [
+            "",
+            "## Cache-hit path vs inference path (32 clients, same frontend)",
+            "",
+            "| target | hit req/s | hit p50 | hit p99 | inference req/s | inference p50 "
+            "| inference p99 | req/s ratio |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for c in caching:
+            lines.append(
+                f"| {c['target']} | {c['hit_rps']} | {c['hit_p50_ms']} | {c['hit_p99_ms']} | "
+                f"{c['inference_rps']} | {c['inference_p50_ms']} | {c['inference_p99_ms']} | "
+                f"{c['rps_ratio']} |"
+            )
     lines += [
         "",
         "## Results",
@@ -267,4 +305,9 @@ def write(
         lines += ["", "Not measured: " + "; ".join(f"{r['target']}: {r['error']}" for r in failed)]
     lines += [""] + [f"![{p}]({p})" for p in plots]
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    return {"out": str(out), "goals": goal_rows, "limiter_overhead": overhead}
+    return {
+        "out": str(out),
+        "goals": goal_rows,
+        "limiter_overhead": overhead,
+        "cache_path": caching,
+    }

@@ -28,7 +28,7 @@ from .targets import BASELINES, GrpcCaller, RestCaller, Target, start_baseline, 
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    kind: str  # single | batch | embed | open
+    kind: str  # single | batch | embed | open | cached
     concurrency: int
     batch: int = 1
 
@@ -37,9 +37,11 @@ FULL = [Scenario(f"single-c{c}", "single", c) for c in (1, 8, 32, 64)] + [
     Scenario("batch32-c8", "batch", 8, 32),
     Scenario("embed-c32", "embed", 32),
     Scenario("open80", "open", 32),
+    Scenario("cached-c32", "cached", 32),
 ]
 QUICK = [
     Scenario("single-c32", "single", 32),
+    Scenario("cached-c32", "cached", 32),
     Scenario("batch32-c8", "batch", 8, 32),
     Scenario("open80", "open", 32),
 ]
@@ -51,7 +53,7 @@ async def _measure(
     caller: RestCaller | GrpcCaller = (
         GrpcCaller(target.url)
         if target.name == "triton"
-        else RestCaller(target, scenario.concurrency)
+        else RestCaller(target, scenario.concurrency, cached=scenario.kind == "cached")
     )
     try:
         if scenario.kind == "embed":
@@ -66,7 +68,9 @@ async def _measure(
 
 
 def _applies(target: Target, scenario: Scenario) -> bool:
-    return target.name == "triton" or scenario.kind in target.supports
+    if target.name == "triton":
+        return scenario.kind != "cached"
+    return scenario.kind in target.supports
 
 
 def main() -> None:

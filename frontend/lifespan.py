@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from .access import Access
+from .cache.service import ResultCache
+from .cache.store import CacheStore, MemoryCacheStore, RedisCacheStore
 from .services.catalog import Catalog
 from .services.inference import InferenceService
 from .state.guard import RedisGuard
@@ -25,7 +27,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = app.state.settings
     app.state.catalog = Catalog.load(settings.triton.model_repository)
     app.state.triton = TritonClient(settings.triton)
-    app.state.inference = InferenceService(settings, app.state.catalog, app.state.triton)
     app.state.redis = None
     store: StateStore
     if settings.redis.url is not None:
@@ -45,9 +46,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             app.state.metrics, settings.redis.deadline_s, settings.auth.redis_cooldown_s
         )
         store = RedisStore(app.state.redis, guard)
+        cache_store: CacheStore = RedisCacheStore(app.state.redis, guard)
     else:
         log.info("no Redis configured: state is kept in process (run a single worker)")
         store = MemoryStore()
+        cache_store = MemoryCacheStore(settings.cache.max_memory_items)
+    app.state.cache = ResultCache(settings.cache, cache_store, app.state.metrics)
+    app.state.inference = InferenceService(
+        settings, app.state.catalog, app.state.triton, app.state.cache
+    )
     app.state.access = Access.build(settings, store, app.state.metrics)
     if not settings.auth.enabled:
         log.warning("authentication is OFF: every caller is an unthrottled admin")

@@ -148,6 +148,16 @@ class AuthSettings(BaseModel):
         return self
 
 
+class CacheSettings(BaseModel):
+    enabled: bool = True
+    # "tenant": each account has its own entries (nobody can learn what another tenant
+    # asked by timing a hit); "shared": one cache for the whole deployment.
+    scope: Literal["tenant", "shared"] = "tenant"
+    ttl_s: int = Field(3600, ge=1, le=30 * 86_400)
+    ttls: dict[str, int] = Field(default_factory=dict)  # per model
+    max_memory_items: int = Field(50_000, ge=1)  # the in-process LRU (no Redis)
+
+
 class CorsSettings(BaseModel):
     allow_origins: list[str] = Field(default_factory=list)  # empty: CORS off
     allow_credentials: bool = False
@@ -176,6 +186,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     cors: CorsSettings = Field(default_factory=CorsSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     # Set by `python -m frontend` when it runs several workers (metrics in files).
     prometheus_multiproc_dir: Path | None = None

@@ -1,11 +1,13 @@
-"""Admin routes (role admin; a user gets 403): keys, users, tiers."""
+"""Admin routes (role admin; a user gets 403): keys, users, tiers, cache."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
-from ..deps import AccessDep, AdminDep, SettingsDep
+from ..deps import AccessDep, AdminDep, CatalogDep, SettingsDep
 from ..schemas.access import (
+    CachePurged,
+    CacheSummary,
     KeyCreate,
     KeyCreated,
     KeyInfo,
@@ -126,3 +128,54 @@ async def tiers(_: AdminDep, settings: SettingsDep) -> object:
         "default_tier": settings.auth.default_tier,
         "tiers": {k: v.model_dump() for k, v in settings.auth.tiers.items()},
     }
+
+
+@router.get(
+    "/cache",
+    response_model=CacheSummary,
+    responses=ERRORS,
+    summary="Cache hit rate, hits, misses and entries per model (role: admin)",
+)
+async def cache_summary(_: AdminDep, request: Request, catalog: CatalogDep) -> object:
+    return await request.app.state.cache.summary(catalog.names())
+
+
+async def _purge(request: Request, model: str | None, version: str | None) -> dict:
+    purged = await request.app.state.cache.store.purge(model, version)
+    return {"purged": purged, "model": model, "version": version}
+
+
+@router.delete(
+    "/cache",
+    response_model=CachePurged,
+    responses=ERRORS,
+    summary="Purge every cached answer (role: admin)",
+)
+async def cache_purge_all(_: AdminDep, request: Request) -> object:
+    return await _purge(request, None, None)
+
+
+@router.delete(
+    "/cache/{model}",
+    response_model=CachePurged,
+    responses=ERRORS,
+    summary="Purge a model's cached answers, every version (role: admin)",
+)
+async def cache_purge_model(
+    model: str, _: AdminDep, request: Request, catalog: CatalogDep
+) -> object:
+    catalog.get(model)
+    return await _purge(request, model, None)
+
+
+@router.delete(
+    "/cache/{model}/versions/{version}",
+    response_model=CachePurged,
+    responses=ERRORS,
+    summary="Purge one model version's cached answers (role: admin)",
+)
+async def cache_purge_version(
+    model: str, version: str, _: AdminDep, request: Request, catalog: CatalogDep
+) -> object:
+    catalog.resolve_version(catalog.get(model), version)
+    return await _purge(request, model, version)

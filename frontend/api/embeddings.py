@@ -5,7 +5,7 @@ from fastapi import APIRouter, Request
 from ..deps import InferenceDep, LimitedDep, ModelVersionHeader, RequestIdDep
 from ..schemas.common import error_responses
 from ..schemas.embeddings import EmbeddingRequest, EmbeddingResponse
-from .common import answer_response
+from .common import answer_response, cache_context
 
 router = APIRouter(prefix="/v1", tags=["embeddings"])
 
@@ -17,12 +17,14 @@ router = APIRouter(prefix="/v1", tags=["embeddings"])
     summary="OpenAI-compatible embeddings",
 )
 async def create_embeddings(
-    _caller: LimitedDep,
+    caller: LimitedDep,
     body: EmbeddingRequest,
     request: Request,
     service: InferenceDep,
     request_id: RequestIdDep,
     x_model_version: ModelVersionHeader = None,
 ) -> object:
-    answer = await service.embed(body, x_model_version, request_id)
+    answer = await service.embed(
+        body, x_model_version, request_id, cache_context(request, caller.account)
+    )
     return answer_response(request, answer)

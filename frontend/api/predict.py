@@ -5,7 +5,7 @@ from fastapi import APIRouter, Path, Request
 from ..deps import InferenceDep, LimitedDep, ModelVersionHeader, RequestIdDep
 from ..schemas.common import error_responses
 from ..schemas.predict import PredictRequest, PredictResponse
-from .common import answer_response
+from .common import answer_response, cache_context
 
 router = APIRouter(prefix="/v1/models", tags=["predict"])
 ERRORS = error_responses(400, 401, 404, 413, 422, 429, 503, 504)
@@ -19,7 +19,7 @@ ModelPath = Path(description="Model name, e.g. intent or sentiment", examples=["
     summary="Classify one text or a batch (default version, or X-Model-Version)",
 )
 async def predict(
-    _caller: LimitedDep,
+    caller: LimitedDep,
     model: str,
     body: PredictRequest,
     request: Request,
@@ -27,7 +27,9 @@ async def predict(
     request_id: RequestIdDep,
     x_model_version: ModelVersionHeader = None,
 ) -> object:
-    answer = await service.predict(model, x_model_version, body, request_id)
+    answer = await service.predict(
+        model, x_model_version, body, request_id, cache_context(request, caller.account)
+    )
     return answer_response(request, answer)
 
 
@@ -38,7 +40,7 @@ async def predict(
     summary="Classify with an explicit model version",
 )
 async def predict_version(
-    _caller: LimitedDep,
+    caller: LimitedDep,
     model: str,
     version: str,
     body: PredictRequest,
@@ -46,5 +48,7 @@ async def predict_version(
     service: InferenceDep,
     request_id: RequestIdDep,
 ) -> object:
-    answer = await service.predict(model, version, body, request_id)
+    answer = await service.predict(
+        model, version, body, request_id, cache_context(request, caller.account)
+    )
     return answer_response(request, answer)

@@ -96,6 +96,14 @@ class Metrics:
             registry=r,
         )
 
+        self.cache = Counter(
+            "infergate_cache_items",
+            "Cache lookups per input item: hit, miss, or coalesced (a miss that waited for "
+            "the same item being computed by a concurrent request)",
+            ["model", "result"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()

@@ -129,3 +129,24 @@ class TierInfo(BaseModel):
 class TierList(BaseModel):
     default_tier: str
     tiers: dict[str, TierInfo]
+
+
+class ModelCacheStats(BaseModel):
+    hits: int
+    misses: int
+    hit_rate: float | None
+    entries: int
+    ttl_s: int
+
+
+class CacheSummary(BaseModel):
+    enabled: bool
+    backend: str = Field(examples=["redis"])
+    scope: str = Field(examples=["tenant"])
+    models: dict[str, ModelCacheStats]
+
+
+class CachePurged(BaseModel):
+    purged: int
+    model: str | None
+    version: str | None

@@ -125,11 +125,21 @@ def frontend_settings(
     repository: Path,
     redis_url: str | None = None,
     auth: dict | None = None,
+    cache: dict | None = None,
     **triton_overrides,
 ):
-    from frontend.settings import AuthSettings, RedisSettings, Settings, TritonSettings
+    """Caching is off unless a test asks for it: most tests here measure what Triton
+    does with repeated inputs (the caching tests turn it on)."""
+    from frontend.settings import (
+        AuthSettings,
+        CacheSettings,
+        RedisSettings,
+        Settings,
+        TritonSettings,
+    )
 
     return Settings(
+        cache=CacheSettings(**{"enabled": False, **(cache or {})}),
         environment="test",
         triton=TritonSettings(url=grpc_url, model_repository=repository, **triton_overrides),
         redis=RedisSettings(url=redis_url),

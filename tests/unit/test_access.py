@@ -156,7 +156,7 @@ def test_every_v1_route_needs_credentials_and_probes_do_not(app_client):
 
 
 def test_user_gets_403_on_every_admin_route(app_client):
-    user_key = new_key(app_client, role="user")["key"]
+    user_key = new_key(app_client, role="user", tier="pro")["key"]  # free: 10/minute
     admin_routes = operations(app_client, "/v1/admin")
     assert len(admin_routes) >= 10
     for method, url, op in admin_routes:

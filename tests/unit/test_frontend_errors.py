@@ -82,6 +82,7 @@ def _write_cards(root: Path) -> Path:
             "embedding_dim": 4 if task == "feature-extraction" else None,
             "max_length_tokens": 256,
             "score_kind": "probability",
+            "artifact": {"sha256": f"{model}-{version}-digest"},
         }
         (vdir / "card.json").write_text(json.dumps(card))
     return root

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from . import handlers
-from .api import admin, auth, embeddings, health, keys, models, predict, usage
+from .api import admin, auth, embeddings, health, keys, models, predict, routing_admin, usage
 from .lifespan import lifespan
 from .middleware.body_guard import BodyGuardMiddleware
 from .middleware.disconnect import DisconnectCancelMiddleware
@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.started = False
     app.state.metrics = Metrics()
     handlers.install(app)
-    for module in (predict, embeddings, models, auth, usage, keys, admin, health):
+    for module in (predict, embeddings, models, auth, usage, keys, admin, routing_admin, health):
         app.include_router(module.router)
 
     # Added innermost first: the last one added is the outermost.

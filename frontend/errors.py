@@ -14,6 +14,7 @@
     │   ├── ModelNotFound                   404 model_not_found
     │   └── VersionNotFound                 404 version_not_found
     ├── MethodNotAllowed                    405 method_not_allowed
+    ├── VersionRetired                      410 version_retired
     ├── UpstreamUnavailable                 503 upstream_unavailable   (+ Retry-After)
     │   ├── Overloaded                      503 overloaded             (+ Retry-After)
     │   └── StateUnavailable                503 state_unavailable      (+ Retry-After)
@@ -116,6 +117,10 @@ class VersionNotFound(NotFound):
 
 class MethodNotAllowed(InfergateError):
     status, code = 405, "method_not_allowed"
+
+
+class VersionRetired(InfergateError):
+    status, code = 410, "version_retired"
 
 
 class UpstreamUnavailable(InfergateError):

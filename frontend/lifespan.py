@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,8 +11,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from .access import Access
+from .auth.secrets import derive
 from .cache.service import ResultCache
 from .cache.store import CacheStore, MemoryCacheStore, RedisCacheStore
+from .errors import StateUnavailable
+from .routing.assign import Assigner
+from .routing.router import Router, load_file
+from .routing.stats import RoutingStats
 from .services.catalog import Catalog
 from .services.inference import InferenceService
 from .state.guard import RedisGuard
@@ -52,9 +59,26 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = MemoryStore()
         cache_store = MemoryCacheStore(settings.cache.max_memory_items)
     app.state.cache = ResultCache(settings.cache, cache_store, app.state.metrics)
-    app.state.inference = InferenceService(
-        settings, app.state.catalog, app.state.triton, app.state.cache
+    app.state.router = Router(
+        app.state.catalog,
+        load_file(settings.routing.file),
+        store,
+        Assigner(derive(settings.secret_key.get_secret_value(), "routing")),
+        settings.routing.poll_s,
     )
+    with contextlib.suppress(StateUnavailable):
+        await app.state.router.sync()
+    app.state.routing_stats = RoutingStats(store)
+    app.state.inference = InferenceService(
+        settings,
+        app.state.catalog,
+        app.state.triton,
+        app.state.cache,
+        app.state.router,
+        app.state.routing_stats,
+        app.state.metrics,
+    )
+    watcher = asyncio.create_task(app.state.router.watch())
     app.state.access = Access.build(settings, store, app.state.metrics)
     if not settings.auth.enabled:
         log.warning("authentication is OFF: every caller is an unthrottled admin")
@@ -64,6 +88,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         app.state.started = False
+        watcher.cancel()
         await app.state.triton.close()
         if app.state.redis is not None:
             await app.state.redis.aclose()

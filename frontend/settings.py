@@ -158,6 +158,19 @@ class CacheSettings(BaseModel):
     max_memory_items: int = Field(50_000, ge=1)  # the in-process LRU (no Redis)
 
 
+class RoutingSettings(BaseModel):
+    # JSON routing defaults (see frontend/routing/config.py and examples/routing.json);
+    # None: every served version stable, the highest the default.
+    file: Path | None = None
+    poll_s: float = Field(0.5, gt=0, le=10)  # how often a worker re-reads admin changes
+    max_shadow_in_flight: int = Field(4, ge=1, le=256)
+    # Roles whose X-User-Id header names the routing subject (a trusted service calling
+    # on behalf of its users); for everyone else the subject is their own account.
+    trusted_roles: list[Literal["admin", "user"]] = Field(
+        default_factory=lambda: ["admin"]  # type: ignore[arg-type]
+    )
+
+
 class CorsSettings(BaseModel):
     allow_origins: list[str] = Field(default_factory=list)  # empty: CORS off
     allow_credentials: bool = False
@@ -187,6 +200,7 @@ class Settings(BaseSettings):
     cors: CorsSettings = Field(default_factory=CorsSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     # Set by `python -m frontend` when it runs several workers (metrics in files).
     prometheus_multiproc_dir: Path | None = None

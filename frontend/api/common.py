@@ -5,15 +5,23 @@ import hashlib
 from fastapi import Request
 from starlette.responses import Response
 
+from ..auth.principal import Principal
 from ..responses import OrjsonResponse
-from ..services.inference import Answer, CacheContext
+from ..services.inference import Answer, CallContext
 
 
-def cache_context(request: Request, account: str) -> CacheContext:
-    """Callers opt out with `Cache-Control: no-cache` (or no-store): neither read nor
-    written."""
+def call_context(request: Request, caller: Principal) -> CallContext:
+    """Callers opt out of the cache with `Cache-Control: no-cache` (or no-store): neither
+    read nor written. The routing subject is the caller's account, or `X-User-Id` when
+    the caller's role is trusted to speak for its users."""
     directives = request.headers.get("cache-control", "").lower()
-    return CacheContext(account, "no-cache" in directives or "no-store" in directives)
+    subject = caller.account
+    on_behalf = request.headers.get("x-user-id")
+    if on_behalf and caller.role in request.app.state.settings.routing.trusted_roles:
+        subject = "ext:" + on_behalf[:200]
+    return CallContext(
+        caller.account, "no-cache" in directives or "no-store" in directives, subject
+    )
 
 
 def _etag_matches(if_none_match: str, etag: str) -> bool:
@@ -37,7 +45,9 @@ def answer_response(request: Request, answer: Answer) -> Response:
         request.app.state.metrics.triton_time.labels(answer.model, answer.version).observe(
             answer.triton_seconds
         )
-    response = OrjsonResponse(answer.body, headers={"X-Model-Version": answer.version})
+    response = OrjsonResponse(
+        answer.body, headers={"X-Model-Version": answer.version, **answer.headers}
+    )
     if not answer.cacheable:
         response.headers["Cache-Control"] = "no-store"
         return response
@@ -48,6 +58,7 @@ def answer_response(request: Request, answer: Answer) -> Response:
         "X-Cache": "HIT" if answer.cache_hits == answer.items else "MISS",
         "X-Cache-Hits": f"{answer.cache_hits}/{answer.items}",
         "X-Model-Version": answer.version,
+        **answer.headers,
     }
     if _etag_matches(request.headers.get("if-none-match", ""), etag):
         return Response(status_code=304, headers=headers)

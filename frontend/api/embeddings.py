@@ -5,7 +5,7 @@ from fastapi import APIRouter, Request
 from ..deps import InferenceDep, LimitedDep, ModelVersionHeader, RequestIdDep
 from ..schemas.common import error_responses
 from ..schemas.embeddings import EmbeddingRequest, EmbeddingResponse
-from .common import answer_response, cache_context
+from .common import answer_response, call_context
 
 router = APIRouter(prefix="/v1", tags=["embeddings"])
 
@@ -24,7 +24,5 @@ async def create_embeddings(
     request_id: RequestIdDep,
     x_model_version: ModelVersionHeader = None,
 ) -> object:
-    answer = await service.embed(
-        body, x_model_version, request_id, cache_context(request, caller.account)
-    )
+    answer = await service.embed(body, x_model_version, request_id, call_context(request, caller))
     return answer_response(request, answer)

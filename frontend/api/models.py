@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from ..deps import CatalogDep, LimitedDep, TritonDep
 from ..schemas.common import error_responses
@@ -16,8 +16,10 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
     responses=error_responses(401, 429),
     summary="Served models, versions and readiness",
 )
-async def list_models(_caller: LimitedDep, catalog: CatalogDep, triton: TritonDep) -> object:
-    return await service.list_models(catalog, triton)
+async def list_models(
+    _caller: LimitedDep, request: Request, catalog: CatalogDep, triton: TritonDep
+) -> object:
+    return await service.list_models(catalog, triton, request.app.state.router)
 
 
 @router.get(
@@ -27,6 +29,6 @@ async def list_models(_caller: LimitedDep, catalog: CatalogDep, triton: TritonDe
     summary="One model: task, versions and their status, labels, limits",
 )
 async def get_model(
-    _caller: LimitedDep, model: str, catalog: CatalogDep, triton: TritonDep
+    _caller: LimitedDep, request: Request, model: str, catalog: CatalogDep, triton: TritonDep
 ) -> object:
-    return await service.get_model(catalog, triton, model)
+    return await service.get_model(catalog, triton, request.app.state.router, model)

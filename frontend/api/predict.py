@@ -5,7 +5,7 @@ from fastapi import APIRouter, Path, Request
 from ..deps import InferenceDep, LimitedDep, ModelVersionHeader, RequestIdDep
 from ..schemas.common import error_responses
 from ..schemas.predict import PredictRequest, PredictResponse
-from .common import answer_response, cache_context
+from .common import answer_response, call_context
 
 router = APIRouter(prefix="/v1/models", tags=["predict"])
 ERRORS = error_responses(400, 401, 404, 413, 422, 429, 503, 504)
@@ -28,7 +28,7 @@ async def predict(
     x_model_version: ModelVersionHeader = None,
 ) -> object:
     answer = await service.predict(
-        model, x_model_version, body, request_id, cache_context(request, caller.account)
+        model, x_model_version, body, request_id, call_context(request, caller)
     )
     return answer_response(request, answer)
 
@@ -48,7 +48,5 @@ async def predict_version(
     service: InferenceDep,
     request_id: RequestIdDep,
 ) -> object:
-    answer = await service.predict(
-        model, version, body, request_id, cache_context(request, caller.account)
-    )
+    answer = await service.predict(model, version, body, request_id, call_context(request, caller))
     return answer_response(request, answer)

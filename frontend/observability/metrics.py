@@ -104,6 +104,34 @@ class Metrics:
             registry=r,
         )
 
+        self.variant_requests = Counter(
+            "infergate_variant_requests",
+            "Requests per routing decision: policy (explicit, default, rollout, experiment), "
+            "experiment variant and version, and outcome (ok, error)",
+            ["model", "policy", "variant", "version", "outcome"],
+            registry=r,
+        )
+        self.variant_latency = Histogram(
+            "infergate_variant_duration_seconds",
+            "Inference time per experiment variant",
+            ["model", "variant"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.variant_labels = Counter(
+            "infergate_variant_predicted_labels",
+            "Predicted labels per experiment variant",
+            ["model", "variant", "label"],
+            registry=r,
+        )
+        self.shadow = Counter(
+            "infergate_shadow_items",
+            "Items sent to a shadow version: agree / disagree with the primary answer, "
+            "error, or skipped (too many shadow calls already running)",
+            ["model", "version", "result"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()

@@ -14,6 +14,9 @@ class VersionInfo(BaseModel):
     score_meaning: str | None = None
     artifact_sha256: str | None = None
     quality: dict[str, Any] | None = None
+    routing_status: str = "stable"  # stable | canary | deprecated | retired
+    sunset: str | None = None
+    replacement: str | None = None
 
 
 class ModelInfo(BaseModel):

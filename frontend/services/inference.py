@@ -3,14 +3,20 @@ batch, shape the answer. Routes stay thin; this holds the logic."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from dataclasses import dataclass
+import random
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..cache.service import ResultCache
-from ..errors import InputInvalid
+from ..errors import InfergateError, InputInvalid
+from ..observability.metrics import Metrics
+from ..routing.router import Decision, Router
+from ..routing.stats import RoutingStats
 from ..schemas.embeddings import EmbeddingRequest
 from ..schemas.predict import PredictRequest
 from ..settings import Settings
@@ -20,9 +26,10 @@ from .texts import check_texts
 
 
 @dataclass(frozen=True, slots=True)
-class CacheContext:
+class CallContext:
     account: str  # whose cache entries (tenant scope)
     bypass: bool  # the caller sent Cache-Control: no-cache / no-store
+    subject: str = ""  # who routing assigns (sticky rollout / experiment buckets)
 
 
 @dataclass
@@ -35,16 +42,84 @@ class Answer:
     cache_hits: int = 0
     cacheable: bool = False
     ttl_s: int = 0
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. Deprecation, Sunset, Link
 
 
 class InferenceService:
     def __init__(
-        self, settings: Settings, catalog: Catalog, triton: TritonClient, cache: ResultCache
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        triton: TritonClient,
+        cache: ResultCache,
+        router: Router,
+        stats: RoutingStats,
+        metrics: Metrics,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.triton = triton
         self.cache = cache
+        self.router = router
+        self.stats = stats
+        self.metrics = metrics
+        self._shadow_slots = asyncio.Semaphore(settings.routing.max_shadow_in_flight)
+        self._shadow_tasks: set[asyncio.Task[None]] = set()
+
+    def _observe(
+        self, model: str, decision: Decision, seconds: float, labels: list[str] | None
+    ) -> None:
+        """Per-variant metrics (every routed request) and experiment statistics."""
+        variant = decision.variant or ""
+        outcome = "error" if labels is None else "ok"
+        self.metrics.variant_requests.labels(
+            model, decision.policy, variant, str(decision.version), outcome
+        ).inc()
+        if decision.experiment is None or decision.variant is None:
+            return
+        self.metrics.variant_latency.labels(model, variant).observe(seconds)
+        for label in labels or ():
+            self.metrics.variant_labels.labels(model, variant, label).inc()
+        self.stats.record(
+            decision.experiment, decision.variant, seconds, labels is None, labels or []
+        )
+
+    def _shadow(
+        self, model: str, version: int, texts: list[str], labels: list[str], request_id: str
+    ) -> None:
+        """Send the same texts to the shadow version in the background; compare labels.
+        The caller never waits: the task starts after the answer is ready, and is dropped
+        when too many shadow calls are already running."""
+        shadow = self.router.table[model].shadow
+        if shadow is None or int(shadow.version) == version:
+            return
+        if random.random() * 100 >= shadow.percent:
+            return
+        if self._shadow_slots.locked():
+            self.metrics.shadow.labels(model, shadow.version, "skipped").inc(len(texts))
+            return
+
+        async def run() -> None:
+            async with self._shadow_slots:
+                try:
+                    result = await self.triton.infer_text(
+                        model, shadow.version, texts, ("LABEL",), request_id + "-shadow"
+                    )
+                except InfergateError:
+                    self.metrics.shadow.labels(model, shadow.version, "error").inc(len(texts))
+                    self.stats.record_shadow(model, 0, 0, True)
+                    return
+                got = [b.decode() for b in result.outputs["LABEL"].reshape(-1)]
+                agreed = sum(a == b for a, b in zip(got, labels, strict=True))
+                self.metrics.shadow.labels(model, shadow.version, "agree").inc(agreed)
+                self.metrics.shadow.labels(model, shadow.version, "disagree").inc(
+                    len(texts) - agreed
+                )
+                self.stats.record_shadow(model, len(texts), agreed, False)
+
+        task = asyncio.ensure_future(run())
+        self._shadow_tasks.add(task)
+        task.add_done_callback(self._shadow_tasks.discard)
 
     async def predict(
         self,
@@ -52,7 +127,7 @@ class InferenceService:
         requested_version: str | None,
         request: PredictRequest,
         request_id: str,
-        cache: CacheContext,
+        cache: CallContext,
     ) -> Answer:
         model = self.catalog.get(name)
         if model.task != "text-classification":
@@ -60,7 +135,8 @@ class InferenceService:
                 f"model {name!r} is a {model.task} model; use /v1/embeddings",
                 details=[{"loc": ["path", "model"], "msg": "not a classification model"}],
             )
-        version = self.catalog.resolve_version(model, requested_version)
+        decision = self.router.route(model, requested_version, cache.subject)
+        version = decision.version
         card = model.card(version)
         labels: list[str] = card["labels"]
         top_k = request.top_k
@@ -88,10 +164,18 @@ class InferenceService:
 
         params = {"top_k": top_k, "all_scores": request.return_all_scores}
         digest = card["artifact"]["sha256"]
-        outcome = await self.cache.fetch(
-            name, str(version), digest, params, texts, cache.account, cache.bypass, compute
-        )
+        started = time.perf_counter()
+        try:
+            outcome = await self.cache.fetch(
+                name, str(version), digest, params, texts, cache.account, cache.bypass, compute
+            )
+        except InfergateError:
+            self._observe(name, decision, time.perf_counter() - started, None)
+            raise
         predictions = [v["i"] for v in outcome.values]
+        predicted = [p["label"] for p in predictions]
+        self._observe(name, decision, time.perf_counter() - started, predicted)
+        self._shadow(name, version, texts, predicted, request_id)
         body = {
             "model": name,
             "version": str(version),
@@ -108,6 +192,7 @@ class InferenceService:
             outcome.hits,
             outcome.cacheable,
             self.cache.ttl_for(name),
+            decision.headers,
         )
 
     async def embed(
@@ -115,10 +200,11 @@ class InferenceService:
         request: EmbeddingRequest,
         requested_version: str | None,
         request_id: str,
-        cache: CacheContext,
+        cache: CallContext,
     ) -> Answer:
         model = self.catalog.get(request.model, task="feature-extraction")
-        version = self.catalog.resolve_version(model, requested_version)
+        decision = self.router.route(model, requested_version, cache.subject)
+        version = decision.version
         dim = model.card(version)["embedding_dim"]
         if request.dimensions is not None and request.dimensions != dim:
             raise InputInvalid(
@@ -140,9 +226,15 @@ class InferenceService:
             return [{"v": vec, "t": t} for vec, t in zip(vectors, tokens, strict=True)]
 
         digest = model.card(version)["artifact"]["sha256"]
-        outcome = await self.cache.fetch(
-            request.model, str(version), digest, {}, texts, cache.account, cache.bypass, compute
-        )
+        started = time.perf_counter()
+        try:
+            outcome = await self.cache.fetch(
+                request.model, str(version), digest, {}, texts, cache.account, cache.bypass, compute
+            )
+        except InfergateError:
+            self._observe(request.model, decision, time.perf_counter() - started, None)
+            raise
+        self._observe(request.model, decision, time.perf_counter() - started, [])
         # Hits come back as lists of the float32 values: the same numbers, the same JSON.
         vectors = np.asarray([v["v"] for v in outcome.values], dtype="<f4")
         if request.encoding_format == "base64":
@@ -175,6 +267,7 @@ class InferenceService:
             outcome.hits,
             outcome.cacheable,
             self.cache.ttl_for(request.model),
+            decision.headers,
         )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..routing.config import ModelRouting
+from ..routing.router import Router
 from ..triton.client import TritonClient
 from .catalog import Catalog, ServedModel
 
@@ -13,7 +15,10 @@ def _version_states(index: list[dict[str, str]]) -> dict[tuple[str, str], dict[s
 
 
 def describe(
-    model: ServedModel, states: dict[tuple[str, str], dict[str, str]], with_labels: bool
+    model: ServedModel,
+    states: dict[tuple[str, str], dict[str, str]],
+    with_labels: bool,
+    routing: ModelRouting,
 ) -> dict[str, Any]:
     versions = []
     for version in sorted(model.cards):
@@ -29,15 +34,19 @@ def describe(
                 "score_meaning": card.get("score_meaning"),
                 "artifact_sha256": card.get("artifact", {}).get("sha256"),
                 "quality": card.get("quality"),
+                "routing_status": routing.status(str(version)).status,
+                "sunset": routing.status(str(version)).sunset,
+                "replacement": routing.status(str(version)).replacement,
             }
         )
-    default = model.card(model.default_version)
+    default_version = int(routing.default or model.default_version)
+    default = model.card(default_version)
     return {
         "id": model.name,
         "object": "model",
         "task": model.task,
         "description": default.get("description", ""),
-        "default_version": str(model.default_version),
+        "default_version": str(default_version),
         "versions": versions,
         "num_labels": default.get("num_labels", 0),
         "embedding_dim": default.get("embedding_dim"),
@@ -47,15 +56,19 @@ def describe(
     }
 
 
-async def list_models(catalog: Catalog, triton: TritonClient) -> dict[str, Any]:
+async def list_models(catalog: Catalog, triton: TritonClient, router: Router) -> dict[str, Any]:
     states = _version_states(await triton.repository_index())
     return {
         "object": "list",
-        "data": [describe(catalog.models[n], states, False) for n in catalog.names()],
+        "data": [
+            describe(catalog.models[n], states, False, router.table[n]) for n in catalog.names()
+        ],
     }
 
 
-async def get_model(catalog: Catalog, triton: TritonClient, name: str) -> dict[str, Any]:
+async def get_model(
+    catalog: Catalog, triton: TritonClient, router: Router, name: str
+) -> dict[str, Any]:
     model = catalog.get(name)
     states = _version_states(await triton.repository_index())
-    return describe(model, states, True)
+    return describe(model, states, True, router.table[name])

@@ -18,6 +18,7 @@ class MemoryStore:
         self._values: dict[str, tuple[bytes, float | None]] = {}
         self._sets: dict[str, set[str]] = {}
         self._counters: dict[str, tuple[int, float]] = {}  # key -> (count, expires monotonic)
+        self._hashes: dict[str, dict[str, int]] = {}
 
     async def ping(self) -> None:
         return None
@@ -105,6 +106,14 @@ class MemoryStore:
     async def daily_used(self, key: str) -> tuple[int, int]:
         day_key, reset = self._day(key)
         return int(self._live(day_key) or 0), reset
+
+    async def add_fields(self, key: str, increments: dict[str, int]) -> None:
+        target = self._hashes.setdefault(key, {})
+        for name, amount in increments.items():
+            target[name] = target.get(name, 0) + amount
+
+    async def fields(self, key: str) -> dict[str, int]:
+        return dict(self._hashes.get(key, {}))
 
     async def close(self) -> None:
         return None

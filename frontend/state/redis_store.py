@@ -153,5 +153,18 @@ class RedisStore:
         reservation = await self._run_daily(key, 0, None, 0)
         return reservation.used, reservation.reset_s
 
+    async def add_fields(self, key: str, increments: dict[str, int]) -> None:
+        async def write() -> None:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for name, amount in increments.items():
+                    pipe.hincrby(PREFIX + key, name, amount)
+                await pipe.execute()
+
+        await self._guard.run("hincrby", write)
+
+    async def fields(self, key: str) -> dict[str, int]:
+        raw = await self._guard.run("hgetall", lambda: self._client.hgetall(PREFIX + key))
+        return {(k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in raw.items()}
+
     async def close(self) -> None:
         await self._client.aclose()

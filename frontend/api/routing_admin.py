@@ -1,0 +1,131 @@
+"""Admin routes for routing (role admin): per-model routing, experiment summaries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+
+from ..deps import AdminDep, CatalogDep
+from ..errors import Conflict, NotFound
+from ..routing.config import ModelRouting
+from ..schemas.common import error_responses
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
+ERRORS = error_responses(401, 403, 404, 409, 422, 429, 503)
+
+
+class RoutingTable(BaseModel):
+    models: dict[str, ModelRouting]
+
+
+class VariantSummary(BaseModel):
+    version: str | None = None
+    weight: float | None = None
+    requests: int
+    errors: int
+    error_rate: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    labels: dict[str, int]
+
+
+class ExperimentSummary(BaseModel):
+    name: str
+    model: str | None
+    active: bool
+    variants: dict[str, VariantSummary]
+    shadow: dict[str, Any] | None
+
+
+@router.get(
+    "/routing", response_model=RoutingTable, responses=ERRORS, summary="Routing (role: admin)"
+)
+async def get_routing(_: AdminDep, request: Request) -> object:
+    return {"models": request.app.state.router.table}
+
+
+@router.get(
+    "/routing/{model}",
+    response_model=ModelRouting,
+    responses=ERRORS,
+    summary="One model's routing (role: admin)",
+)
+async def get_model_routing(
+    model: str, _: AdminDep, request: Request, catalog: CatalogDep
+) -> object:
+    catalog.get(model)
+    return request.app.state.router.table[model]
+
+
+@router.put(
+    "/routing/{model}",
+    response_model=ModelRouting,
+    responses=ERRORS,
+    summary="Replace a model's routing; every worker applies it within a second (role: admin)",
+)
+async def put_model_routing(
+    model: str, body: ModelRouting, _: AdminDep, request: Request, catalog: CatalogDep
+) -> object:
+    catalog.get(model)
+    try:
+        return await request.app.state.router.set_model(model, body)
+    except ValueError as exc:  # well-formed, but names versions that cannot serve
+        raise Conflict(str(exc)) from None
+
+
+@router.delete(
+    "/routing/{model}",
+    response_model=ModelRouting,
+    responses=ERRORS,
+    summary="Back to the routing file's defaults for this model (role: admin)",
+)
+async def reset_model_routing(
+    model: str, _: AdminDep, request: Request, catalog: CatalogDep
+) -> object:
+    catalog.get(model)
+    return await request.app.state.router.set_model(model, None)
+
+
+@router.get(
+    "/experiments/{name}",
+    response_model=ExperimentSummary,
+    responses=ERRORS,
+    summary="Per variant: requests, p50/p95 latency, error rate, labels; shadow agreement "
+    "(role: admin)",
+)
+async def experiment_summary(name: str, _: AdminDep, request: Request) -> object:
+    router_ = request.app.state.router
+    stats = request.app.state.routing_stats
+    counted = await stats.experiment(name) or {}
+    model: str | None = None
+    configured: dict[str, Any] = {}
+    for model_name, routing in router_.table.items():
+        if routing.experiment is not None and routing.experiment.name == name:
+            model = model_name
+            configured = dict(routing.experiment.variants)
+    if not counted and not configured:
+        raise NotFound(f"no experiment {name!r}")
+    empty: dict[str, Any] = {
+        "requests": 0,
+        "errors": 0,
+        "error_rate": None,
+        "p50_ms": None,
+        "p95_ms": None,
+        "labels": {},
+    }
+    variants = {}
+    for variant in sorted(set(counted) | set(configured)):
+        entry = {**empty, **counted.get(variant, {})}
+        if variant in configured:
+            entry["version"] = configured[variant].version
+            entry["weight"] = configured[variant].weight
+        variants[variant] = entry
+    return {
+        "name": name,
+        "model": model,
+        "active": model is not None,
+        "variants": variants,
+        "shadow": await stats.shadow(model) if model else None,
+    }

@@ -9,13 +9,15 @@ import time
 import httpx
 import pytest
 
+from benchmarks.targets import TEXTS
 from frontend.auth.secrets import derive
 from frontend.routing.assign import Assigner
 from frontend.routing.config import Experiment
 from frontend.settings import DEV_SECRET
 
-from .conftest import ADMIN, RedisServer
+from .conftest import ADMIN, LiveFrontend, RedisServer, frontend_settings
 from .test_access_redis import Workers
+from .test_cache import triton_counter
 
 pytestmark = pytest.mark.integration
 PREDICT = "/v1/models/intent/predict"
@@ -23,6 +25,18 @@ EXPERIMENT = {
     "name": "lr-vs-svc",
     "variants": {"lr": {"version": "1", "weight": 50}, "svc": {"version": "2", "weight": 50}},
 }
+
+
+@pytest.fixture
+def cached_frontend(triton, repository, tmp_path):
+    from frontend.app import create_app
+
+    redis = RedisServer(tmp_path).start()
+    live = LiveFrontend(create_app(frontend_settings(triton.grpc_url, repository, redis.url)))
+    with httpx.Client(base_url=live.url, timeout=60, headers=ADMIN) as http:
+        yield http
+    live.stop()
+    redis.kill()
 
 
 def version_for(url: str, subject: str) -> str:
@@ -82,3 +96,63 @@ def test_admin_change_reaches_every_worker_within_a_second_and_stays_sticky(
     finally:
         workers.stop()
         redis.kill()
+
+
+def test_versions_status_and_shadow_on_the_real_stack(cached_frontend, triton):
+    """Deprecated / retired answers from real Triton, and the shadow comparison of intent
+    v1 (logistic regression) against v2 (linear SVC) on real texts."""
+    http = cached_frontend
+    r = http.put(
+        "/v1/admin/routing/intent",
+        json={
+            "default": "2",
+            "versions": {"1": {"status": "deprecated", "sunset": "Sat, 01 May 2027 00:00:00 GMT"}},
+        },
+    )
+    assert r.status_code == 200
+    old = http.post("/v1/models/intent/versions/1/predict", json={"inputs": "book a flight"})
+    assert old.status_code == 200 and old.json()["version"] == "1"
+    assert old.headers["Deprecation"] == "true" and old.headers["Sunset"].startswith("Sat")
+    assert 'versions/2/predict>; rel="successor-version"' in old.headers["Link"]
+
+    r = http.put(
+        "/v1/admin/routing/intent",
+        json={"default": "2", "versions": {"1": {"status": "retired", "replacement": "2"}}},
+    )
+    gone = http.post(PREDICT, json={"inputs": "book a flight"}, headers={"X-Model-Version": "1"})
+    assert gone.status_code == 410 and gone.json()["error"]["details"]["replacement"] == "2"
+
+    before = triton_counter(triton, "nv_inference_request_success", "intent", "2")
+    http.put(
+        "/v1/admin/routing/intent",
+        json={
+            "default": "1",
+            "experiment": {
+                "name": "shadow-check",
+                "variants": {
+                    "a": {"version": "1", "weight": 1},
+                    "b": {"version": "1", "weight": 1},
+                },
+            },
+            "shadow": {"version": "2", "percent": 100},
+        },
+    )
+    texts = [f"{t} please" for t in TEXTS]
+    for i, text in enumerate(texts):
+        r = http.post(PREDICT, json={"inputs": text}, headers={"X-User-Id": f"s{i}"})
+        assert r.status_code == 200 and r.headers["X-Model-Version"] == "1"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        summary = http.get("/v1/admin/experiments/shadow-check").json()
+        if summary["shadow"]["items_compared"] >= len(texts):
+            break
+        time.sleep(0.1)
+    shadow = summary["shadow"]
+    print(f"shadow v2 vs v1: {shadow}")
+    assert shadow["items_compared"] == len(texts) and shadow["errors"] == 0
+    assert 0.5 <= shadow["agreement_rate"] <= 1.0  # two heads on one encoder mostly agree
+    assert triton_counter(triton, "nv_inference_request_success", "intent", "2") - before >= len(
+        texts
+    )
+    assert sum(v["requests"] for v in summary["variants"].values()) == len(texts)
+    http.delete("/v1/admin/routing/intent")

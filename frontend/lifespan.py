@@ -50,8 +50,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             max_connections=settings.redis.max_connections,
         )
         guard = RedisGuard(
-            app.state.metrics, settings.redis.deadline_s, settings.auth.redis_cooldown_s
+            app.state.metrics, settings.redis.deadline_s, settings.auth.redis_probe_s
         )
+        guard.attach(app.state.redis.ping)
+        app.state.redis_guard = guard
         store = RedisStore(app.state.redis, guard)
         cache_store: CacheStore = RedisCacheStore(app.state.redis, guard)
     else:
@@ -89,6 +91,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         app.state.started = False
         watcher.cancel()
+        if app.state.redis is not None:
+            await app.state.redis_guard.close()
         await app.state.triton.close()
         if app.state.redis is not None:
             await app.state.redis.aclose()

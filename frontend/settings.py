@@ -123,9 +123,9 @@ class AuthSettings(BaseModel):
     # Redis unreachable: "open" serves with a per-process bucket per principal (limits are
     # then per worker), "closed" answers 503 + Retry-After.
     redis_failure_policy: Literal["open", "closed"] = "open"
-    # After a Redis failure, skip Redis this long before probing it again (no request
-    # waits for a dead Redis more than once per cool-down).
-    redis_cooldown_s: float = Field(1.0, gt=0, le=60)
+    # After a Redis failure, requests stop calling Redis and a background task pings it
+    # this often until it answers (no request waits on a dead Redis but the first).
+    redis_probe_s: float = Field(0.25, gt=0, le=60)
     # Fail-open only: API keys and users seen within this many seconds keep working while
     # Redis is down (revocations made during the outage cannot be seen).
     outage_cache_s: float = Field(300.0, ge=0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import collections
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -130,12 +131,18 @@ class EmbeddedTriton:
         host: str = DEFAULT_HOST,
         log_sink: Callable[[str], None] | None = None,
         extra_args: tuple[str, ...] = (),
+        strict: bool = True,
     ) -> None:
+        """strict: a model that fails to load stops the start (the default, and what tests
+        and CI want). Not strict (`serve`): Triton serves the models that loaded, and
+        `failed_models` says which did not and why (RELIABILITY row 8)."""
         self.repository = Path(repository).resolve()
         self.ports = ports or TritonPorts()
         self.host = host
         self.log_sink = log_sink
         self.extra_args = extra_args
+        self.strict = strict
+        self.failed_models: dict[str, str] = {}
         self.process: subprocess.Popen[str] | None = None
         self.log_tail: collections.deque[str] = collections.deque(maxlen=400)
         self._reader: threading.Thread | None = None
@@ -167,8 +174,9 @@ class EmbeddedTriton:
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
             "--allow-cpu-metrics=true",
-            "--strict-readiness=true",
-            "--exit-on-error=true",  # a model that fails to load stops the start, loudly
+            # strict: a model that fails to load stops the start, loudly
+            f"--strict-readiness={str(self.strict).lower()}",
+            f"--exit-on-error={str(self.strict).lower()}",
             "--log-verbose=0",
             *self.extra_args,
         ]
@@ -247,10 +255,27 @@ class EmbeddedTriton:
             if self.process is None or self.process.poll() is not None:
                 time.sleep(0.2)  # let the log reader drain the last lines
                 raise TritonLaunchError(self._failure_message())
-            if self.is_ready():
+            if self.is_ready() and (self.strict or self._models_settled()):
                 return
             time.sleep(0.25)
         raise TritonLaunchError(f"Triton was not ready after {timeout:.0f}s\n" + self._tail(30))
+
+    def _models_settled(self) -> bool:
+        """Not strict: every model has finished loading, one way or the other."""
+        try:
+            request = urllib.request.Request(
+                f"{self.http_url}/v2/repository/index", data=b"{}", method="POST"
+            )
+            with urllib.request.urlopen(request, timeout=2) as resp:
+                index = json.loads(resp.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+        if any(m.get("state") not in ("READY", "UNAVAILABLE") for m in index):
+            return False
+        self.failed_models = {
+            m["name"]: m.get("reason", "") for m in index if m.get("state") == "UNAVAILABLE"
+        }
+        return True
 
     def _failure_message(self) -> str:
         code = self.process.returncode if self.process else None
@@ -300,6 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT)
     parser.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT)
     parser.add_argument("--ready-timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--allow-failed-models",
+        action="store_true",
+        help="serve the models that load; report the others instead of stopping",
+    )
     args = parser.parse_args(argv)
 
     def sink(line: str) -> None:
@@ -310,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         TritonPorts(grpc=args.grpc_port, http=args.http_port, metrics=args.metrics_port),
         host=args.host,
         log_sink=sink,
+        strict=not args.allow_failed_models,
     )
     # A plain flag, polled: a signal handler that calls Event.set() can deadlock on the
     # Event's lock while the main thread is inside Event.wait() (seen: a launcher that
@@ -326,6 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     except TritonLaunchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for name, reason in sorted(server.failed_models.items()):
+        print(
+            f"error: model {name!r} failed to load (its routes answer 503): {reason}",
+            file=sys.stderr,
+            flush=True,
+        )
     print(
         f"Triton ready: gRPC {server.grpc_url}  HTTP {server.http_url}  "
         f"metrics {server.metrics_url}",

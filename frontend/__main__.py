@@ -99,6 +99,8 @@ def _start_triton(args: argparse.Namespace) -> subprocess.Popen[str]:
         str(args.triton_http_port),
         "--metrics-port",
         str(args.triton_metrics_port),
+        # One broken model must not take the others down (RELIABILITY row 8).
+        "--allow-failed-models",
     ]
     proc = subprocess.Popen(_with_parent_death_signal(cmd), stdout=subprocess.PIPE, text=True)
     ready = threading.Event()

@@ -17,6 +17,7 @@
     ├── VersionRetired                      410 version_retired
     ├── UpstreamUnavailable                 503 upstream_unavailable   (+ Retry-After)
     │   ├── Overloaded                      503 overloaded             (+ Retry-After)
+    │   ├── ModelUnavailable                503 model_unavailable      (+ Retry-After)
     │   └── StateUnavailable                503 state_unavailable      (+ Retry-After)
     ├── DeadlineExceeded                    504 deadline_exceeded
     └── UpstreamError                       502 upstream_error
@@ -129,6 +130,13 @@ class UpstreamUnavailable(InfergateError):
 
 class Overloaded(UpstreamUnavailable):
     code = "overloaded"
+
+
+class ModelUnavailable(UpstreamUnavailable):
+    """A served model (its card is in the catalog) that Triton has not loaded: it failed
+    to load, or was unloaded. Other models keep answering."""
+
+    code = "model_unavailable"
 
 
 class StateUnavailable(UpstreamUnavailable):

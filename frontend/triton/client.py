@@ -14,11 +14,10 @@ from tritonclient.utils import InferenceServerException
 from ..errors import (
     DeadlineExceeded,
     InputInvalid,
-    ModelNotFound,
+    ModelUnavailable,
     Overloaded,
     UpstreamError,
     UpstreamUnavailable,
-    VersionNotFound,
 )
 from ..settings import TritonSettings
 
@@ -139,6 +138,8 @@ def map_error(exc: InferenceServerException, model: str, version: str, timeout: 
     if "UNAVAILABLE" in status:
         if "queue size" in lowered:
             return Overloaded(f"model {model!r} is overloaded; retry shortly")
+        if "unknown model" in lowered or "not found" in lowered or "not ready" in lowered:
+            return _not_found(model, version, lowered)  # Triton is up, this model is not
         return UpstreamUnavailable("the inference server is unavailable; retry shortly")
     if "INVALID_ARGUMENT" in status:
         if "unknown model" in lowered or "is not found" in lowered:
@@ -154,9 +155,10 @@ def map_error(exc: InferenceServerException, model: str, version: str, timeout: 
 
 
 def _not_found(model: str, version: str, lowered: str) -> Exception:
-    if version and "version" in lowered:
-        return VersionNotFound(f"model {model!r} has no servable version {version!r}")
-    return ModelNotFound(f"model {model!r} is not served")
+    # Every call here is for a model and version the catalog has (unknown ones are 404
+    # before Triton is asked), so "not found" from Triton means "not loaded": 503.
+    what = f"model {model!r}" + (f" version {version}" if version else "")
+    return ModelUnavailable(f"{what} is not loaded in the inference server; retry later")
 
 
 def _strip_request_id(message: str) -> str:

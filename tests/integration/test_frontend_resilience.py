@@ -465,3 +465,29 @@ def test_triton_killed_hard_under_load(repository, tmp_path):
     assert failures and all(ra == "1" for _, ra in failures)
     assert not_ready_in < 2.0
     assert first_ok is not None and first_ok < 2.0
+
+
+def test_a_model_that_fails_to_load_leaves_the_others_serving(repository, tmp_path):
+    """RELIABILITY row 8: sentiment's artifact is broken; Triton (not strict, as `serve`
+    runs it) serves intent; sentiment's routes answer 503 + Retry-After, intent's 200,
+    live 200, and readiness names the broken model."""
+    repo = tmp_path / "repo"
+    for model in ("sentiment", "intent"):
+        shutil.copytree(repository / model, repo / model)
+    (repo / "sentiment" / "1" / "model.onnx").write_bytes(b"not an onnx file")
+    with EmbeddedTriton(repo, free_ports(), strict=False).start(180) as triton:
+        assert set(triton.failed_models) == {"sentiment"}
+        live = LiveFrontend(create_app(frontend_settings(triton.grpc_url, repo)))
+        try:
+            with httpx.Client(base_url=live.url, timeout=30, headers=ADMIN) as http:
+                broken = http.post("/v1/models/sentiment/predict", json={"inputs": "great"})
+                assert broken.status_code == 503 and broken.headers["Retry-After"] == "1"
+                assert broken.json()["error"]["code"] == "model_unavailable"
+                ok = http.post("/v1/models/intent/predict", json={"inputs": "book a flight"})
+                assert ok.status_code == 200
+                assert http.get("/health/live").status_code == 200
+                ready = http.get("/health/ready").json()
+                assert ready["components"]["model:sentiment"]["status"] == "down"
+                assert ready["components"]["model:intent"]["status"] == "up"
+        finally:
+            live.stop()

@@ -254,6 +254,25 @@ def test_bad_json_is_400(tmp_path, fake_triton, raw, code):
         ("StatusCode.UNAVAILABLE", "Exceeds maximum queue size", 503, "overloaded"),
         ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", 504, "deadline_exceeded"),
         ("StatusCode.INTERNAL", "boom in model.py", 502, "upstream_error"),
+        # A model in the catalog that Triton has not loaded (RELIABILITY row 8).
+        (
+            "StatusCode.NOT_FOUND",
+            "Request for unknown model: 'intent' is not found",
+            503,
+            "model_unavailable",
+        ),
+        (
+            "StatusCode.INVALID_ARGUMENT",
+            "Request for unknown model: 'intent' version 1 is not found",
+            503,
+            "model_unavailable",
+        ),
+        (
+            "StatusCode.UNAVAILABLE",
+            "Request for unknown model: 'intent' has no available versions",
+            503,
+            "model_unavailable",
+        ),
         (
             "StatusCode.INVALID_ARGUMENT",
             "[request id: r] TEXT[0] is empty",

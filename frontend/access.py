@@ -40,7 +40,7 @@ class Access:
             auth.last_used_interval_s,
             fail_open,
         )
-        users = Users(store, Passwords())
+        users = Users(store, Passwords(), fail_open, auth.outage_cache_s)
         tokens = Tokens(auth.jwt, SigningKeys(auth.jwt, secret), store, users)
         return cls(
             store=store,

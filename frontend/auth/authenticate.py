@@ -79,7 +79,7 @@ class Authenticator:
                 raise Unauthorized()
             if not record.owner.startswith("user:"):
                 return record.principal()
-            user = await self._users.get(record.owner.removeprefix("user:"))
+            user = await self._users.for_auth(record.owner.removeprefix("user:"))
             if user is None or user.disabled:
                 raise Unauthorized()
             return record.principal(user.tier)

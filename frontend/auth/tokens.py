@@ -18,7 +18,7 @@ from typing import Any
 
 import jwt
 
-from ..errors import Unauthorized
+from ..errors import StateUnavailable, Unauthorized
 from ..settings import JwtSettings
 from ..state.store import StateStore
 from .jwt_keys import ALGORITHM, SigningKeys
@@ -98,12 +98,22 @@ class Tokens:
 
     async def authenticate(self, token: str) -> Principal:
         claims = self.decode(token, "access")
-        user_raw, revoked, family_revoked = await self._store.get_many(
-            [f"user:{claims['sub']}", f"revoked:{claims['jti']}", f"family_revoked:{claims['fam']}"]
-        )
-        user = Users.parse(user_raw)
+        try:
+            user_raw, revoked, family_revoked = await self._store.get_many(
+                [
+                    f"user:{claims['sub']}",
+                    f"revoked:{claims['jti']}",
+                    f"family_revoked:{claims['fam']}",
+                ]
+            )
+            user = Users.parse(user_raw)
+        except StateUnavailable:
+            # Fail-open: a valid signature and a user this worker saw recently; revocations
+            # made during the outage cannot be seen (documented). Fail-closed: 503.
+            user, revoked, family_revoked = self._users.during_outage(claims["sub"]), None, None
         if revoked or family_revoked or user is None or user.disabled:
             raise Unauthorized()
+        self._users.remember(user)
         # Role and tier come from the user record, so an admin's change applies at once.
         return user.principal(claims["jti"], claims["fam"])
 

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 
 import orjson
 
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, NotFound, StateUnavailable
 from ..state.store import StateStore
 from .passwords import Passwords
 from .principal import Principal, Role
@@ -36,9 +36,42 @@ class UserRecord:
 
 
 class Users:
-    def __init__(self, store: StateStore, passwords: Passwords) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        passwords: Passwords,
+        fail_open: bool = False,
+        outage_cache_s: float = 0.0,
+    ) -> None:
         self._store = store
         self._passwords = passwords
+        self._fail_open = fail_open
+        self._outage_cache_s = outage_cache_s
+        self._seen: dict[str, tuple[UserRecord, float]] = {}  # for Redis outages only
+
+    def remember(self, record: UserRecord) -> None:
+        if self._fail_open and self._outage_cache_s:
+            self._seen[record.id] = (record, time.monotonic())
+
+    def during_outage(self, user_id: str) -> UserRecord:
+        """Fail-open only: the record as this worker last saw it, if recent enough; else
+        StateUnavailable (the request gets 503)."""
+        seen = self._seen.get(user_id)
+        if not self._fail_open or seen is None:
+            raise StateUnavailable("shared state is unreachable", {"retry_after_s": 1})
+        record, at = seen
+        if time.monotonic() - at > self._outage_cache_s:
+            raise StateUnavailable("shared state is unreachable", {"retry_after_s": 1})
+        return record
+
+    async def for_auth(self, user_id: str) -> UserRecord | None:
+        try:
+            record = await self.get(user_id)
+        except StateUnavailable:
+            return self.during_outage(user_id)
+        if record is not None:
+            self.remember(record)
+        return record
 
     @staticmethod
     def parse(raw: bytes | None) -> UserRecord | None:

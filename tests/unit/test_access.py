@@ -526,3 +526,53 @@ def test_signing_keys_rotate_by_kid(tmp_path):
                 c.get("/v1/usage", headers=bearer(token)).json()["subject"] == f"user:{user['id']}"
             )
         c.__exit__(None, None, None)
+
+
+def _break(store) -> None:
+    """Every state call now fails as an unreachable Redis would (through the guard)."""
+    from frontend.errors import StateUnavailable
+
+    async def down(*args, **kwargs):
+        raise StateUnavailable("shared state is unreachable")
+
+    for name in (
+        "get",
+        "get_many",
+        "put",
+        "delete",
+        "add_member",
+        "members",
+        "hit_windows",
+        "peek_windows",
+        "reserve_daily",
+        "adjust",
+        "daily_used",
+    ):
+        setattr(store, name, down)
+
+
+@pytest.mark.parametrize("policy", ["open", "closed"])
+def test_outage_policy_for_jwt_users_and_their_keys(tmp_path, policy):
+    client = _client(
+        tmp_path,
+        FakeTriton(),
+        auth=AuthSettings(bootstrap_admin_key=ADMIN_KEY, redis_failure_policy=policy),
+    )
+    new_user(client, "olga", tier="pro")
+    token = login(client, "olga")["access_token"]
+    own_key = client.post("/v1/keys", json={"name": "k"}, headers=bearer(token)).json()["key"]
+    other_key = new_key(client)["key"]  # never used: this worker has not seen it
+    assert client.get("/v1/usage", headers=bearer(token)).status_code == 200
+    assert client.get("/v1/models", headers=as_key(own_key)).status_code == 200
+    _break(client.app.state.access.store)
+    jwt_call = client.get("/v1/models", headers=bearer(token))
+    key_call = client.get("/v1/models", headers=as_key(own_key))
+    unseen = client.get("/v1/models", headers=as_key(other_key))
+    if policy == "open":
+        assert jwt_call.status_code == key_call.status_code == 200
+        assert jwt_call.headers["X-RateLimit-Limit"] == "100"  # pro, from the local bucket
+    else:
+        assert jwt_call.status_code == key_call.status_code == 503
+        assert jwt_call.json()["error"]["code"] == "state_unavailable"
+    assert unseen.status_code == 503 and unseen.headers["Retry-After"] == "1"
+    client.__exit__(None, None, None)

@@ -99,9 +99,26 @@ FRONTENDS = {
 }
 
 
-def start_redis() -> tuple[subprocess.Popen[bytes], str]:
+def wait_redis(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """Until the redis-server on `port` answers PING (or its process ends)."""
     import redis
 
+    client = redis.Redis(port=port, socket_timeout=1)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+    finally:
+        client.close()
+
+
+def start_redis() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
         with_parent_death_signal(
@@ -110,16 +127,7 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    client = redis.Redis(port=port, socket_timeout=1)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start") from None
-            time.sleep(0.05)
+    wait_redis(port, proc)
     return proc, f"redis://127.0.0.1:{port}/0"
 
 

@@ -20,6 +20,7 @@ from .routing.router import Router, load_file
 from .routing.stats import RoutingStats
 from .services.catalog import Catalog
 from .services.inference import InferenceService
+from .state.counters import BufferedCounters
 from .state.guard import RedisGuard
 from .state.memory import MemoryStore
 from .state.redis_store import RedisStore
@@ -60,7 +61,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("no Redis configured: state is kept in process (run a single worker)")
         store = MemoryStore()
         cache_store = MemoryCacheStore(settings.cache.max_memory_items)
-    app.state.cache = ResultCache(settings.cache, cache_store, app.state.metrics)
+    counters = BufferedCounters(store)
+    app.state.cache = ResultCache(settings.cache, cache_store, counters, app.state.metrics)
     app.state.router = Router(
         app.state.catalog,
         load_file(settings.routing.file),
@@ -70,7 +72,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     with contextlib.suppress(StateUnavailable):
         await app.state.router.sync()
-    app.state.routing_stats = RoutingStats(store)
+    app.state.routing_stats = RoutingStats(store, counters)
     app.state.inference = InferenceService(
         settings,
         app.state.catalog,
@@ -80,7 +82,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.routing_stats,
         app.state.metrics,
     )
-    watcher = asyncio.create_task(app.state.router.watch())
+    background = [
+        asyncio.create_task(app.state.router.watch()),
+        asyncio.create_task(counters.run()),
+    ]
     app.state.access = Access.build(settings, store, app.state.metrics)
     if not settings.auth.enabled:
         log.warning("authentication is OFF: every caller is an unthrottled admin")
@@ -90,7 +95,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         app.state.started = False
-        watcher.cancel()
+        for task in background:
+            task.cancel()
+        with contextlib.suppress(StateUnavailable):
+            await counters.flush()  # this worker's last counts
         if app.state.redis is not None:
             await app.state.redis_guard.close()
         await app.state.triton.close()

@@ -18,6 +18,7 @@ import orjson
 
 from ..errors import NotFound, StateUnavailable
 from ..state.store import StateStore
+from .outage import OutageCache
 from .principal import Principal, Role
 from .secrets import derive, keyed_hash, same
 
@@ -66,10 +67,8 @@ class ApiKeys:
         self._store = store
         self._hash_key = derive(secret_key, "api-key-hash")
         self._prefix = prefix
-        self._outage_cache_s = outage_cache_s
         self._last_used_interval_s = last_used_interval_s
-        self._fail_open = fail_open
-        self._seen: dict[str, tuple[KeyRecord, float]] = {}  # for Redis outages only
+        self._seen: OutageCache[KeyRecord] = OutageCache(fail_open, outage_cache_s)
         self._touched: dict[str, float] = {}
 
     def digest(self, key: str) -> str:
@@ -124,7 +123,7 @@ class ApiKeys:
             record.revoked_at = time.time()
             await self._save(record)
             log.info("api key revoked", extra={"key_id": key_id})
-        self._seen.pop(key_id, None)
+        self._seen.forget(key_id)
         return record
 
     async def set_tier(self, key_id: str, tier: str) -> KeyRecord:
@@ -147,23 +146,13 @@ class ApiKeys:
         try:
             record = await self.get(key_id)
         except StateUnavailable:
-            record = self._from_outage_cache(key_id)
+            record = self._seen.recall(key_id)
         if record is None or not same(record.digest, self.digest(presented)):
             return None
         if record.revoked_at is not None:
             return None
-        if self._outage_cache_s:
-            self._seen[key_id] = (record, time.monotonic())
+        self._seen.remember(key_id, record)
         await self._touch(key_id)
-        return record
-
-    def _from_outage_cache(self, key_id: str) -> KeyRecord | None:
-        seen = self._seen.get(key_id)
-        if not self._fail_open or seen is None:
-            raise StateUnavailable("shared state is unreachable", {"retry_after_s": 1})
-        record, at = seen
-        if time.monotonic() - at > self._outage_cache_s:
-            raise StateUnavailable("shared state is unreachable", {"retry_after_s": 1})
         return record
 
     async def _touch(self, key_id: str) -> None:

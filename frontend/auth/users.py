@@ -11,6 +11,7 @@ import orjson
 
 from ..errors import Conflict, NotFound, StateUnavailable
 from ..state.store import StateStore
+from .outage import OutageCache
 from .passwords import Passwords
 from .principal import Principal, Role
 
@@ -45,24 +46,15 @@ class Users:
     ) -> None:
         self._store = store
         self._passwords = passwords
-        self._fail_open = fail_open
-        self._outage_cache_s = outage_cache_s
-        self._seen: dict[str, tuple[UserRecord, float]] = {}  # for Redis outages only
+        self._seen: OutageCache[UserRecord] = OutageCache(fail_open, outage_cache_s)
 
     def remember(self, record: UserRecord) -> None:
-        if self._fail_open and self._outage_cache_s:
-            self._seen[record.id] = (record, time.monotonic())
+        self._seen.remember(record.id, record)
 
     def during_outage(self, user_id: str) -> UserRecord:
         """Fail-open only: the record as this worker last saw it, if recent enough; else
         StateUnavailable (the request gets 503)."""
-        seen = self._seen.get(user_id)
-        if not self._fail_open or seen is None:
-            raise StateUnavailable("shared state is unreachable", {"retry_after_s": 1})
-        record, at = seen
-        if time.monotonic() - at > self._outage_cache_s:
-            raise StateUnavailable("shared state is unreachable", {"retry_after_s": 1})
-        return record
+        return self._seen.recall(user_id)
 
     async def for_auth(self, user_id: str) -> UserRecord | None:
         try:

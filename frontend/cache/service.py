@@ -20,8 +20,11 @@ import orjson
 
 from ..observability.metrics import Metrics
 from ..settings import CacheSettings
+from ..state.counters import BufferedCounters
 from .keys import item_key, params_blob
 from .store import CacheStore
+
+STATS = "cache_stats"  # hits and misses per model, from every worker
 
 Compute = Callable[[list[int]], Awaitable[list[Any]]]
 
@@ -38,12 +41,18 @@ class CacheOutcome:
 
 
 class ResultCache:
-    def __init__(self, settings: CacheSettings, store: CacheStore, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: CacheSettings,
+        store: CacheStore,
+        counters: BufferedCounters,
+        metrics: Metrics,
+    ) -> None:
         self.settings = settings
         self.store = store
+        self._counters = counters  # hits / misses per model, summed across workers
         self._metrics = metrics
         self._inflight: dict[str, asyncio.Future[Any]] = {}
-        self._background: set[asyncio.Task[None]] = set()
 
     def ttl_for(self, model: str) -> int:
         return self.settings.ttls.get(model, self.settings.ttl_s)
@@ -84,7 +93,7 @@ class ResultCache:
                 values.update(await self._compute([key], keys, compute, model))
         self._metrics.cache.labels(model, "hit").inc(hits)
         self._metrics.cache.labels(model, "miss").inc(len(keys) - hits)
-        self._in_background(self.store.record(model, hits, len(keys) - hits))
+        self._counters.add(STATS, {f"{model}:hits": hits, f"{model}:misses": len(keys) - hits})
         return CacheOutcome([values[k] for k in keys], hits, True)
 
     async def _compute(
@@ -125,19 +134,11 @@ class ResultCache:
                 if self._inflight.get(key) is future:
                     del self._inflight[key]
 
-    def _in_background(self, work: Awaitable[None]) -> None:
-        async def run() -> None:
-            await work
-
-        task = asyncio.ensure_future(run())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     async def summary(self, models: Sequence[str]) -> dict:
-        stats = await self.store.stats()
+        stats = await self._counters.read(STATS)
         out = {}
         for model in models:
-            hits, misses = stats.get(model, (0, 0))
+            hits, misses = stats.get(f"{model}:hits", 0), stats.get(f"{model}:misses", 0)
             total = hits + misses
             out[model] = {
                 "hits": hits,

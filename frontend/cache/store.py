@@ -17,7 +17,6 @@ from ..errors import StateUnavailable
 from ..state.guard import RedisGuard
 
 PREFIX = "ig:cache:"
-STATS = "ig:cache_stats"  # hits and misses per model, from every worker
 
 
 class CacheStore(Protocol):
@@ -31,10 +30,6 @@ class CacheStore(Protocol):
 
     async def count(self, model: str) -> int: ...
 
-    async def record(self, model: str, hits: int, misses: int) -> None: ...
-
-    async def stats(self) -> dict[str, tuple[int, int]]: ...
-
 
 class MemoryCacheStore:
     name = "memory"
@@ -42,14 +37,6 @@ class MemoryCacheStore:
     def __init__(self, max_items: int) -> None:
         self._items: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self._max_items = max_items
-        self._stats: dict[str, tuple[int, int]] = {}
-
-    async def record(self, model: str, hits: int, misses: int) -> None:
-        h, m = self._stats.get(model, (0, 0))
-        self._stats[model] = (h + hits, m + misses)
-
-    async def stats(self) -> dict[str, tuple[int, int]]:
-        return dict(self._stats)
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         now = time.monotonic()
@@ -130,22 +117,3 @@ class RedisCacheStore:
 
     async def count(self, model: str) -> int:
         return len(await self._keys(f"{PREFIX}{model}:*"))
-
-    async def record(self, model: str, hits: int, misses: int) -> None:
-        async def write() -> None:
-            async with self._client.pipeline(transaction=False) as pipe:
-                pipe.hincrby(STATS, f"{model}:hits", hits)
-                pipe.hincrby(STATS, f"{model}:misses", misses)
-                await pipe.execute()
-
-        with contextlib.suppress(StateUnavailable):
-            await self._guard.run("cache_stats", write)
-
-    async def stats(self) -> dict[str, tuple[int, int]]:
-        raw = await self._client.hgetall(STATS)
-        out: dict[str, list[int]] = {}
-        for field, value in raw.items():
-            name = field.decode() if isinstance(field, bytes) else str(field)
-            model, _, kind = name.rpartition(":")
-            out.setdefault(model, [0, 0])[0 if kind == "hits" else 1] = int(value)
-        return {model: (h, m) for model, (h, m) in out.items()}

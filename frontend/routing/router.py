@@ -167,8 +167,3 @@ class Router:
                     f'</v1/models/{model}/versions/{successor}/predict>; rel="successor-version"'
                 )
         return Decision(version, policy, experiment, variant, headers)
-
-    def default_version(self, model: str) -> int:
-        default = self.table[model].default
-        assert default is not None
-        return int(default)

@@ -1,7 +1,8 @@
 """Experiment and shadow statistics, counted in the state store so that every worker's
 requests add up: per variant the requests, errors, a latency histogram (p50 / p95 are read
 from it, to the resolution of its buckets) and the predicted-label distribution; per model
-the shadow comparisons and agreements. Written in the background: a request never waits."""
+the shadow comparisons and agreements. Counted through `BufferedCounters`: a request
+never waits for a write."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import asyncio
 import bisect
 import contextlib
 from collections import Counter
-from collections.abc import Awaitable
 from typing import Any
 
 from ..errors import StateUnavailable
+from ..state.counters import BufferedCounters
 from ..state.store import StateStore
 
 LATENCY_EDGES_MS = (
@@ -52,15 +53,21 @@ def _percentile(buckets: dict[int, int], q: float) -> float | None:
 
 
 class RoutingStats:
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: StateStore, counters: BufferedCounters) -> None:
         self._store = store
+        self._counters = counters
         self._tasks: set[asyncio.Task[None]] = set()
         self._known: set[tuple[str, str]] = set()
 
-    def _later(self, work: Awaitable[None]) -> None:
+    def _remember_variant(self, experiment: str, variant: str) -> None:
+        """Once per worker and variant: the variant joins the experiment's set."""
+        if (experiment, variant) in self._known:
+            return
+        self._known.add((experiment, variant))
+
         async def run() -> None:
             with contextlib.suppress(StateUnavailable):
-                await work
+                await self._store.add_member(f"exp:{experiment}:variants", variant)
 
         task = asyncio.ensure_future(run())
         self._tasks.add(task)
@@ -74,14 +81,12 @@ class RoutingStats:
         edge = LATENCY_EDGES_MS[index] if index < len(LATENCY_EDGES_MS) else -1  # -1: +inf
         fields = {"requests": 1, "errors": int(error), f"lat:{edge}": 1}
         fields.update({f"label:{k}": v for k, v in Counter(labels).items()})
-        self._later(self._store.add_fields(f"exp:{experiment}:{variant}", fields))
-        if (experiment, variant) not in self._known:
-            self._known.add((experiment, variant))
-            self._later(self._store.add_member(f"exp:{experiment}:variants", variant))
+        self._counters.add(f"exp:{experiment}:{variant}", fields)
+        self._remember_variant(experiment, variant)
 
     def record_shadow(self, model: str, compared: int, agreed: int, error: bool) -> None:
         fields = {"requests": 1, "compared": compared, "agreed": agreed, "errors": int(error)}
-        self._later(self._store.add_fields(f"shadow:{model}", fields))
+        self._counters.add(f"shadow:{model}", fields)
 
     async def experiment(self, name: str) -> dict[str, Any] | None:
         variants = sorted(await self._store.members(f"exp:{name}:variants"))
@@ -89,7 +94,7 @@ class RoutingStats:
             return None
         out = {}
         for variant in variants:
-            raw = await self._store.fields(f"exp:{name}:{variant}")
+            raw = await self._counters.read(f"exp:{name}:{variant}")
             requests = raw.get("requests", 0)
             buckets = {int(k[4:]): v for k, v in raw.items() if k.startswith("lat:")}
             labels = {k[6:]: v for k, v in raw.items() if k.startswith("label:")}
@@ -104,7 +109,7 @@ class RoutingStats:
         return out
 
     async def shadow(self, model: str) -> dict[str, Any]:
-        raw = await self._store.fields(f"shadow:{model}")
+        raw = await self._counters.read(f"shadow:{model}")
         compared = raw.get("compared", 0)
         return {
             "requests": raw.get("requests", 0),

@@ -48,10 +48,6 @@ class MemoryStore:
         self._values[key] = (value, expires)
         return True
 
-    async def delete(self, key: str) -> None:
-        self._values.pop(key, None)
-        self._sets.pop(key, None)
-
     async def add_member(self, key: str, member: str) -> None:
         self._sets.setdefault(key, set()).add(member)
 

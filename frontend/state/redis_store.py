@@ -76,10 +76,6 @@ class RedisStore:
         self._windows = client.register_script(_WINDOWS)
         self._daily = client.register_script(_DAILY)
 
-    @property
-    def guard(self) -> RedisGuard:
-        return self._guard
-
     async def ping(self) -> None:
         await self._guard.run("ping", self._client.ping)
 
@@ -100,9 +96,6 @@ class RedisStore:
             "set", lambda: self._client.set(PREFIX + key, value, ex=ttl_s, nx=only_if_absent)
         )
         return bool(done)
-
-    async def delete(self, key: str) -> None:
-        await self._guard.run("delete", lambda: self._client.delete(PREFIX + key))
 
     async def add_member(self, key: str, member: str) -> None:
         await self._guard.run("sadd", lambda: self._client.sadd(PREFIX + key, member))

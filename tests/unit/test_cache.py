@@ -13,12 +13,15 @@ from frontend.cache.service import ResultCache
 from frontend.cache.store import MemoryCacheStore
 from frontend.observability.metrics import Metrics
 from frontend.settings import AuthSettings, CacheSettings
+from frontend.state.counters import BufferedCounters
+from frontend.state.memory import MemoryStore
 
 from .test_frontend_errors import ADMIN_KEY, FakeTriton, _client
 
 
 def _cache(**settings) -> ResultCache:
-    return ResultCache(CacheSettings(**settings), MemoryCacheStore(100), Metrics())
+    counters = BufferedCounters(MemoryStore())
+    return ResultCache(CacheSettings(**settings), MemoryCacheStore(100), counters, Metrics())
 
 
 def test_keys_separate_every_field_and_resist_concatenation():

@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import re
-import urllib.request
 
 import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcaio
 
+from .triton_metrics import settled_counter
+
 pytestmark = pytest.mark.integration
 
 
 def _counters(metrics_url: str, model: str, version: str) -> tuple[float, float]:
-    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-
-    def value(name: str) -> float:
-        pattern = rf'^{name}{{model="{model}",version="{version}"}} (\S+)$'
-        match = re.search(pattern, text, re.M)
-        assert match, f"{name} for {model}/{version} missing from metrics"
-        return float(match.group(1))
-
-    return value("nv_inference_count"), value("nv_inference_exec_count")
+    return (
+        settled_counter(metrics_url, "nv_inference_count", model, version),
+        settled_counter(metrics_url, "nv_inference_exec_count", model, version),
+    )
 
 
 async def _hammer(url: str, clients: int, per_client: int) -> None:

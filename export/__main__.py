@@ -15,7 +15,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from .catalog import by_name
 
     names = args.models.split(",") if args.models else None
-    report = build(by_name(names), args.target, Path(args.repository), force=args.force)
+    specs, chat = by_name(names)
+    report = build(specs, args.target, Path(args.repository), force=args.force, chat=chat)
     print(
         f"target={report.target} repository={report.repository} "
         f"built={report.built or '-'} cached={report.cached or '-'} in {report.seconds}s"

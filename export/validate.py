@@ -112,6 +112,8 @@ def validate_repository(repository: Path) -> list[str]:
                 ]
                 tensors += [("output", t.name, list(t.dims)) for t in config.output]
                 _check_onnx(name, config, vdir / "model.onnx", problems, tensors)
+            elif config.backend == "python" and config.model_transaction_policy.decoupled:
+                _check_chat_model(name, config, vdir, version, problems)
             elif config.backend == "python":
                 _check_python_model(
                     name, config, params, vdir, version, configs, repository, problems
@@ -162,3 +164,26 @@ def _check_python_model(
         ("output", core_out, core_dims),
     ]
     _check_onnx(f"{name}/{version}", config, vdir / "model.onnx", problems, tensors)
+
+
+def _check_chat_model(name: str, config: Any, vdir: Path, version: int, problems: list) -> None:
+    """The decoupled text-generation model: its runtime files, and an ONNX decoder with
+    a KV cache of as many layers as chat.json says."""
+    label = f"{name}/{version}"
+    for needed in ("model.py", "generation.py", "tokenizer.json", "chat.json", "card.json"):
+        if not (vdir / needed).is_file():
+            problems.append(f"{label}: {needed} is missing")
+    if config.max_batch_size != 0:
+        problems.append(f"{label}: max_batch_size must be 0 (the model batches in flight)")
+    if not (vdir / "model.onnx").is_file() or not (vdir / "chat.json").is_file():
+        problems.append(f"{label}: model.onnx or chat.json is missing")
+        return
+    inputs, outputs = _graph_io(vdir / "model.onnx")
+    layers = int(json.loads((vdir / "chat.json").read_text())["num_layers"])
+    expected = {"input_ids", "attention_mask", "position_ids"} | {
+        f"past_key_values.{i}.{kv}" for i in range(layers) for kv in ("key", "value")
+    }
+    if set(inputs) != expected:
+        problems.append(f"{label}: ONNX inputs {sorted(set(inputs) ^ expected)} unexpected")
+    if "logits" not in outputs or len(outputs) != 1 + 2 * layers:
+        problems.append(f"{label}: ONNX outputs are not logits + {2 * layers} present tensors")

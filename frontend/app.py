@@ -6,7 +6,18 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from . import handlers
-from .api import admin, auth, embeddings, health, keys, models, predict, routing_admin, usage
+from .api import (
+    admin,
+    auth,
+    chat,
+    embeddings,
+    health,
+    keys,
+    models,
+    predict,
+    routing_admin,
+    usage,
+)
 from .lifespan import lifespan
 from .middleware.body_guard import BodyGuardMiddleware
 from .middleware.disconnect import DisconnectCancelMiddleware
@@ -51,7 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.started = False
     app.state.metrics = Metrics()
     handlers.install(app)
-    for module in (predict, embeddings, models, auth, usage, keys, admin, routing_admin, health):
+    routers = (predict, embeddings, chat, models, auth, usage, keys, admin, routing_admin, health)
+    for module in routers:
         app.include_router(module.router)
 
     # Added innermost first: the last one added is the outermost.
@@ -109,6 +121,28 @@ def _document_tiers(app: FastAPI, tiers: list[str]) -> None:
             for branch in tier.get("anyOf", [tier]):
                 if branch.get("type") == "string":
                     branch["enum"] = tiers
+        _document_generation_limits(app, schema)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _document_generation_limits(app: FastAPI, schema: dict) -> None:
+    """max_tokens is bounded by the served generation model's card: name the bound in the
+    served OpenAPI, so that a schema-valid request is one the model accepts."""
+    catalog = getattr(app.state, "catalog", None)
+    limits = [
+        int(card["max_completion_tokens"])
+        for model in (catalog.models.values() if catalog else [])
+        for card in model.cards.values()
+        if "max_completion_tokens" in card
+    ]
+    if not limits:
+        return
+    models = schema.get("components", {}).get("schemas", {})
+    for name in ("ChatCompletionRequest", "CompletionRequest"):
+        properties = models.get(name, {}).get("properties", {})
+        for field in ("max_tokens", "max_completion_tokens"):
+            for branch in properties.get(field, {}).get("anyOf", []):
+                if branch.get("type") == "integer":
+                    branch["maximum"] = min(limits)

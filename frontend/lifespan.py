@@ -19,6 +19,7 @@ from .routing.assign import Assigner
 from .routing.router import Router, load_file
 from .routing.stats import RoutingStats
 from .services.catalog import Catalog
+from .services.generation import GenerationService
 from .services.inference import InferenceService
 from .state.counters import BufferedCounters
 from .state.guard import RedisGuard
@@ -87,6 +88,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         asyncio.create_task(counters.run()),
     ]
     app.state.access = Access.build(settings, store, app.state.metrics)
+    app.state.generation = GenerationService(
+        app.state.catalog,
+        app.state.triton,
+        app.state.access.quota,
+        settings.generation,
+        app.state.metrics,
+    )
     if not settings.auth.enabled:
         log.warning("authentication is OFF: every caller is an unthrottled admin")
     log.info("started", extra={"models": app.state.catalog.names(), "triton": settings.triton.url})

@@ -171,6 +171,21 @@ class RoutingSettings(BaseModel):
     )
 
 
+class GenerationSettings(BaseModel):
+    """The text-generation routes (/v1/chat/completions, /v1/completions)."""
+
+    # SSE comment lines while a stream waits (queue, long prefill), so that proxies and
+    # clients do not time out an idle connection.
+    keepalive_s: float = Field(15.0, gt=0, le=300)
+    # Deadline for the first response (admission) and for the whole generation.
+    admission_timeout_s: float = Field(10.0, gt=0, le=120)
+    timeout_s: float = Field(300.0, gt=0, le=3600)
+    # The longest wait between two responses of one stream (a stalled model).
+    idle_timeout_s: float = Field(60.0, gt=0, le=600)
+    default_chat_max_tokens: int = Field(256, ge=1)
+    default_completion_max_tokens: int = Field(16, ge=1)  # OpenAI's default
+
+
 class CorsSettings(BaseModel):
     allow_origins: list[str] = Field(default_factory=list)  # empty: CORS off
     allow_credentials: bool = False
@@ -201,6 +216,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     # Set by `python -m frontend` when it runs several workers (metrics in files).
     prometheus_multiproc_dir: Path | None = None

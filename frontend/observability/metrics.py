@@ -17,6 +17,8 @@ from prometheus_client import (
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 30)
+ITL_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5)
 
 
 class Metrics:
@@ -130,6 +132,42 @@ class Metrics:
             "error, or skipped (too many shadow calls already running)",
             ["model", "version", "result"],
             registry=r,
+        )
+
+        # Text generation (the model's own counters — active sequences, queue, decode
+        # steps, cancellations — are on Triton's metrics port: infergate_chat_*).
+        self.ttft = Histogram(
+            "infergate_generation_time_to_first_token_seconds",
+            "From the request's arrival to the first generated token",
+            ["model"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.inter_token = Histogram(
+            "infergate_generation_inter_token_seconds",
+            "Time between two generated tokens of one stream",
+            ["model"],
+            buckets=ITL_BUCKETS,
+            registry=r,
+        )
+        self.generated_tokens = Counter(
+            "infergate_generation_tokens",
+            "Tokens by kind: prompt (read) and completion (generated)",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.generations = Counter(
+            "infergate_generations",
+            "Generations by outcome: stop, length, error, refused, disconnected",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.active_generations = Gauge(
+            "infergate_generation_active",
+            "Generations in progress in this frontend",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
 
     def render(self) -> bytes:

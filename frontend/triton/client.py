@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tritonclient.grpc.aio as grpcaio
@@ -20,6 +21,9 @@ from ..errors import (
     UpstreamUnavailable,
 )
 from ..settings import TritonSettings
+
+if TYPE_CHECKING:
+    from .generate import GenerationStream
 
 # UNAVAILABLE with one of these means the request never reached Triton: safe to retry.
 _NOT_SENT = ("failed to connect", "connection refused", "connect failed", "dns resolution")
@@ -94,6 +98,22 @@ class TritonClient:
                 continue
             elapsed = time.perf_counter() - started
             return InferResult({n: result.as_numpy(n) for n in outputs}, elapsed)
+
+    def generate(
+        self,
+        model: str,
+        version: str,
+        inputs: list[grpcaio.InferInput],
+        request_id: str,
+        timeout_s: float,
+        idle_timeout_s: float,
+    ) -> GenerationStream:
+        """A streamed generation (decoupled model) on the shared channel."""
+        from .generate import open_stream
+
+        return open_stream(
+            self._client, model, version, inputs, request_id, timeout_s, idle_timeout_s
+        )
 
     async def server_ready(self) -> bool:
         try:

@@ -168,7 +168,7 @@ def test_embeddings_base64_raw(http):
 def test_models_list_and_detail(http):
     listing = http.get("/v1/models").json()
     by_id = {m["id"]: m for m in listing["data"]}
-    assert set(by_id) == {"intent", "sentiment", "embed"}
+    assert set(by_id) == {"intent", "sentiment", "embed", "chat"}
     assert [v["version"] for v in by_id["intent"]["versions"]] == ["1", "2"]
     assert all(v["status"] == "READY" for v in by_id["intent"]["versions"])
     assert by_id["embed"]["embedding_dim"] == 384 and by_id["intent"]["ready"]
@@ -178,7 +178,8 @@ def test_models_list_and_detail(http):
     assert detail["versions"][1]["score_kind"] == "decision_value"
     missing = http.get("/v1/models/nope")
     assert missing.status_code == 404
-    assert missing.json()["error"]["details"]["available"] == ["embed", "intent", "sentiment"]
+    available = missing.json()["error"]["details"]["available"]
+    assert available == ["chat", "embed", "intent", "sentiment"]
 
 
 def test_health(http):
@@ -188,7 +189,13 @@ def test_health(http):
     assert ready.status_code == 200
     body = ready.json()
     assert body["status"] == "ready"
-    assert set(body["components"]) == {"triton", "model:intent", "model:sentiment", "model:embed"}
+    assert set(body["components"]) == {
+        "triton",
+        "model:intent",
+        "model:sentiment",
+        "model:embed",
+        "model:chat",
+    }
     assert all(c["status"] == "up" and c["latency_ms"] >= 0 for c in body["components"].values())
 
 

@@ -9,7 +9,7 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
 from export.build import build
-from export.catalog import BUNDLED
+from export.catalog import BUNDLED, CHAT
 from export.triton_config import read_config
 from export.validate import validate_repository
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def gpu_repository(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("gpu") / "repo"
-    report = build(BUNDLED, "gpu", repo)
+    report = build(BUNDLED, "gpu", repo, chat=CHAT)
     assert report.built == [], "artifacts come from the cache that `make models` filled"
     return repo
 
@@ -59,3 +59,9 @@ def test_validator_catches_a_mismatch(gpu_repository, tmp_path):
     assert any("intent_core: output scores dims [156]" in p for p in problems), problems
     path.write_text("name: 'intent_core' this is not protobuf text")
     assert any("does not parse" in p for p in validate_repository(broken))
+
+
+def test_gpu_chat_is_the_same_decoupled_model_on_cuda(gpu_repository):
+    config = read_config(gpu_repository / "chat" / "config.pbtxt")
+    assert config.model_transaction_policy.decoupled and config.max_batch_size == 0
+    assert config.parameters["ort_provider"].string_value == "cuda"

@@ -1,0 +1,73 @@
+"""The one SSE helper: `data: <json>` frames, keep-alive comments while waiting, a typed
+`error` event when something fails after the first byte, `data: [DONE]` at the end, and
+a cleanup that runs however the stream ends (finished, failed, client gone).
+
+sse-starlette supplies the framing, the pings and the disconnect handling; the
+subclass adds the cleanup, because a generator that never started (the client left
+before the first frame) would otherwise never run its `finally`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import Receive, Scope, Send
+
+from .errors import InfergateError, envelope
+
+log = logging.getLogger("infergate.sse")
+DONE = "[DONE]"
+
+
+SEP = "\n"  # `data: …\n\n`, as OpenAI sends (sse-starlette's default is \r\n)
+
+
+def data(payload: Any) -> ServerSentEvent:
+    return ServerSentEvent(data=orjson.dumps(payload).decode(), sep=SEP)
+
+
+def _ping() -> ServerSentEvent:
+    return ServerSentEvent(comment="ping", sep=SEP)
+
+
+async def with_error_event(
+    frames: AsyncIterator[ServerSentEvent], request_id: str | None
+) -> AsyncIterator[ServerSentEvent]:
+    """Frames, then [DONE]; an InfergateError mid-stream becomes an `error` event with
+    the usual envelope (the OpenAI client raises it as an APIError), then [DONE]."""
+    try:
+        async for frame in frames:
+            yield frame
+    except InfergateError as exc:
+        log.warning("stream ended by %s", exc.code)
+        yield ServerSentEvent(data=envelope(exc, request_id).decode(), event="error", sep=SEP)
+    yield ServerSentEvent(data=DONE, sep=SEP)
+
+
+class EventStream(EventSourceResponse):
+    def __init__(
+        self,
+        frames: AsyncIterator[ServerSentEvent],
+        on_close: Callable[[], Awaitable[None]],
+        keepalive_s: float,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            frames,
+            ping=keepalive_s,
+            sep=SEP,
+            ping_message_factory=_ping,
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no", **(headers or {})},
+        )
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await asyncio.shield(self._on_close())

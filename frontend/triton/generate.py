@@ -1,0 +1,161 @@
+"""One generation as a gRPC stream to the decoupled `chat` model.
+
+The model answers: an admission response (PROMPT_TOKENS), one response per token
+(TEXT, COMPLETION_TOKENS), a final one (FINISH_REASON); or a final error whose message
+starts with its kind (`invalid:`, `overloaded:`, `internal:`). Every read has a
+deadline; `cancel()` ends the gRPC call at once, which Triton passes to the model as a
+cancelled request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+import tritonclient.grpc.aio as grpcaio
+from tritonclient.grpc._utils import get_error_grpc
+from tritonclient.utils import InferenceServerException
+
+from ..errors import BadRequest, DeadlineExceeded, Overloaded, UpstreamError
+from .client import map_error
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    seed: int | None
+    stop: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Update:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "" until the final response
+
+
+@dataclass
+class GenerationStream:
+    model: str
+    version: str
+    _responses: AsyncIterator = field(repr=False)
+    _call: object = field(repr=False)
+    deadline: float = 0.0
+    idle_timeout_s: float = 60.0
+    finished: bool = False
+
+    async def next(self, timeout_s: float | None = None) -> Update | None:
+        """The next response, or None after the final one."""
+        if self.finished:
+            return None
+        remaining = self.deadline - time.monotonic()
+        wait = min(remaining, timeout_s or self.idle_timeout_s)
+        if wait <= 0:
+            self.cancel()
+            raise DeadlineExceeded(f"model {self.model!r} did not finish in time")
+        try:
+            result, error = await asyncio.wait_for(anext(self._responses), wait)
+        except TimeoutError:
+            self.cancel()
+            raise DeadlineExceeded(f"model {self.model!r} stopped answering") from None
+        except StopAsyncIteration:
+            self.finished = True
+            raise UpstreamError(f"model {self.model!r} ended the stream early") from None
+        except grpc.RpcError as exc:  # Triton went away mid-stream, or the deadline hit
+            self.finished = True
+            raise map_error(get_error_grpc(exc), self.model, self.version, 0) from exc
+        if error is not None:
+            self.finished = True
+            raise model_error(error, self.model) from error
+        update = Update(
+            text=result.as_numpy("TEXT")[0].decode("utf-8"),
+            prompt_tokens=int(result.as_numpy("PROMPT_TOKENS")[0]),
+            completion_tokens=int(result.as_numpy("COMPLETION_TOKENS")[0]),
+            finish_reason=result.as_numpy("FINISH_REASON")[0].decode(),
+        )
+        if update.finish_reason:
+            self.finished = True
+            self.cancel()  # the request is done; close our side of the stream
+        return update
+
+    def cancel(self) -> None:
+        cancel = getattr(self._call, "cancel", None)
+        if cancel is not None:
+            cancel()
+
+
+def model_error(error: InferenceServerException, model: str) -> Exception:
+    message = (error.message() or "").split("] ", 1)[-1]  # drop "[request id: …] "
+    kind, _, text = message.partition(": ")
+    if kind == "invalid":
+        return BadRequest(text)
+    if kind == "overloaded":
+        return Overloaded(f"model {model!r} is at capacity: {text}")
+    if kind == "internal":
+        return UpstreamError(f"generation failed in model {model!r}")
+    return map_error(error, model, "", 0)
+
+
+def _tensor(name: str, value: np.ndarray, dtype: str) -> grpcaio.InferInput:
+    tensor = grpcaio.InferInput(name, list(value.shape), dtype)
+    tensor.set_data_from_numpy(value)
+    return tensor
+
+
+def request_inputs(
+    prompt: str | None, messages_json: str | None, params: GenerationParams
+) -> list[grpcaio.InferInput]:
+    inputs = []
+    if prompt is not None:
+        inputs.append(_tensor("PROMPT", np.array([prompt.encode()], dtype=np.object_), "BYTES"))
+    if messages_json is not None:
+        raw = np.array([messages_json.encode()], dtype=np.object_)
+        inputs.append(_tensor("MESSAGES", raw, "BYTES"))
+    inputs += [
+        _tensor("MAX_TOKENS", np.array([params.max_tokens], dtype=np.int32), "INT32"),
+        _tensor("TEMPERATURE", np.array([params.temperature], dtype=np.float32), "FP32"),
+        _tensor("TOP_P", np.array([params.top_p], dtype=np.float32), "FP32"),
+        _tensor("TOP_K", np.array([params.top_k], dtype=np.int32), "INT32"),
+    ]
+    if params.seed is not None:
+        inputs.append(_tensor("SEED", np.array([params.seed], dtype=np.int64), "INT64"))
+    if params.stop:
+        stops = np.array([s.encode() for s in params.stop], dtype=np.object_)
+        inputs.append(_tensor("STOP", stops, "BYTES"))
+    return inputs
+
+
+def open_stream(
+    client: grpcaio.InferenceServerClient,
+    model: str,
+    version: str,
+    inputs: list[grpcaio.InferInput],
+    request_id: str,
+    timeout_s: float,
+    idle_timeout_s: float,
+) -> GenerationStream:
+    async def one_request() -> AsyncIterator[dict]:
+        yield {
+            "model_name": model,
+            "model_version": version,
+            "inputs": inputs,
+            "request_id": request_id,
+        }
+
+    responses = client.stream_infer(one_request(), stream_timeout=timeout_s)
+    return GenerationStream(
+        model,
+        version,
+        _responses=responses,
+        _call=responses,
+        deadline=time.monotonic() + timeout_s,
+        idle_timeout_s=idle_timeout_s,
+    )

@@ -28,6 +28,12 @@ STREAM_DOC = (
 )
 
 
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    **error_responses(400, 401, 404, 413, 422, 429, 503, 504),
+    200: {"content": {"text/event-stream": {}}, "description": STREAM_DOC},
+}
+
+
 async def _service(request: Request) -> GenerationService:
     return request.app.state.generation
 
@@ -56,10 +62,7 @@ def _respond(request: Request, g: Generation, frames: AsyncIterator[ServerSentEv
 @router.post(
     "/chat/completions",
     response_model=ChatCompletionResponse,
-    responses={
-        **error_responses(400, 401, 404, 413, 422, 429, 503, 504),
-        200: {"content": {"text/event-stream": {}}, "description": STREAM_DOC},
-    },
+    responses=RESPONSES,
     summary="OpenAI-compatible chat completion (any role; streams with `stream: true`)",
 )
 async def chat_completions(
@@ -110,10 +113,7 @@ async def chat_completions(
 @router.post(
     "/completions",
     response_model=CompletionResponse,
-    responses={
-        **error_responses(400, 401, 404, 413, 422, 429, 503, 504),
-        200: {"content": {"text/event-stream": {}}, "description": STREAM_DOC},
-    },
+    responses=RESPONSES,
     summary="OpenAI-compatible text completion of a raw prompt (any role)",
 )
 async def completions(

@@ -30,7 +30,8 @@ def _checker(operation: Any, base_url: str, counts: dict[str, int]) -> Callable[
     def check(case: Any) -> None:
         counts[label] += 1
         # As the admin: every route is reachable (401/403 paths are unit-tested).
-        response = case.call(base_url=base_url, timeout=60, headers=ADMIN)
+        # 180 s: a schema-valid chat request may ask for 1 024 tokens (~45 s here alone).
+        response = case.call(base_url=base_url, timeout=180, headers=ADMIN)
         assert response.status_code < 500 or response.status_code == 503, (
             label,
             response.status_code,

@@ -187,14 +187,12 @@ async def run(frontend_url: str, grpc_url: str, metrics_url: str, args: Any) -> 
     }
 
 
-def _write(out: Path, results: dict[str, Any]) -> None:
+def plot(out: Path, results: dict[str, Any]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
     levels = results["concurrency"]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.bar(
@@ -206,13 +204,14 @@ def _write(out: Path, results: dict[str, Any]) -> None:
     ax.set_title("chat (SmolLM2-135M, CPU): in-flight batching")
     fig.tight_layout()
     fig.savefig(out / "chat.png", dpi=120)
-    single = results["single_stream"]
-    lines = [
-        "# Text generation benchmark",
-        "",
-        f"Machine: {json.dumps(results['machine'])}",
-        "",
-        f"Greedy, {results['tokens_per_stream']} tokens per stream.",
+    plt.close(fig)
+
+
+def markdown(results: dict[str, Any]) -> list[str]:
+    single, levels = results["single_stream"], results["concurrency"]
+    goal = results["goal"]
+    return [
+        f"Greedy, {results['tokens_per_stream']} tokens per stream (`chat.png`).",
         "",
         "| single stream | tokens/s (median) | time to first token (median) |",
         "| --- | --- | --- |",
@@ -229,8 +228,20 @@ def _write(out: Path, results: dict[str, Any]) -> None:
             for x in levels
         ),
         "",
-        f"Goal: {results['goal']['name']}: ratio {results['goal']['ratio']} "
-        f"({'met' if results['goal']['met'] else 'NOT met'}).",
+        f"Goal: {goal['name']}: ratio {goal['ratio']} ({'PASS' if goal['met'] else 'FAIL'}).",
+    ]
+
+
+def _write(out: Path, results: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    plot(out, results)
+    lines = [
+        "# Text generation benchmark",
+        "",
+        f"Machine: {json.dumps(results['machine'])}",
+        "",
+        *markdown(results),
     ]
     (out / "report.md").write_text("\n".join(lines) + "\n")
 

@@ -200,7 +200,11 @@ def _plots(
 
 
 def write(
-    out: Path, rows: list[dict], descriptions: dict[str, str], config: dict[str, Any]
+    out: Path,
+    rows: list[dict],
+    descriptions: dict[str, str],
+    config: dict[str, Any],
+    chat_results: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     agg = aggregate(rows)
@@ -222,6 +226,7 @@ def write(
                 "goals": goal_rows,
                 "limiter_overhead": overhead,
                 "cache_path": caching,
+                "chat": chat_results,
             },
             indent=2,
         )
@@ -284,6 +289,11 @@ def write(
                 f"{c['inference_rps']} | {c['inference_p50_ms']} | {c['inference_p99_ms']} | "
                 f"{c['rps_ratio']} |"
             )
+    if chat_results:
+        from . import chat
+
+        chat.plot(out, chat_results)
+        lines += ["", "## Text generation (chat)", "", *chat.markdown(chat_results)]
     lines += [
         "",
         "## Results",
@@ -304,10 +314,13 @@ def write(
     if failed:
         lines += ["", "Not measured: " + "; ".join(f"{r['target']}: {r['error']}" for r in failed)]
     lines += [""] + [f"![{p}]({p})" for p in plots]
+    if chat_results:
+        lines.append("![chat.png](chat.png)")
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return {
         "out": str(out),
         "goals": goal_rows,
         "limiter_overhead": overhead,
         "cache_path": caching,
+        "chat_goal": chat_results["goal"] if chat_results else None,
     }

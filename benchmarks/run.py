@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from export.triton_launcher import EmbeddedTriton, TritonPorts, free_port
 
-from . import perf_analyzer, report
+from . import chat, perf_analyzer, report
 from .loadgen import LoadResult, closed_loop, open_loop
 from .targets import BASELINES, GrpcCaller, RestCaller, Target, start_baseline, start_frontend
 
@@ -92,6 +92,7 @@ def main() -> None:
     triton_server = EmbeddedTriton(repository, ports).start(300)
     targets: list[Target] = []
     rows: list[dict[str, Any]] = []
+    chat_results: dict[str, Any] | None = None
     try:
         print("starting targets (Triton, frontends, Redis, baselines)...", flush=True)
         targets = [
@@ -147,6 +148,15 @@ def main() -> None:
                 }
             )
             bar.update(1)
+        # Text generation last (its own figures; nothing else runs meanwhile).
+        print("chat: single stream (frontend vs Triton gRPC), then 1/4/8 streams", flush=True)
+        chat_args = argparse.Namespace(
+            tokens=16 if args.quick else 64, rounds=1 if args.quick else 2
+        )
+        frontend = next(t for t in targets if t.name == "frontend")
+        chat_results = asyncio.run(
+            chat.run(frontend.url, triton_server.grpc_url, triton_server.metrics_url, chat_args)
+        )
     finally:
         for target in targets:
             target.stop()
@@ -164,7 +174,7 @@ def main() -> None:
     }
     config["wall_seconds"] = round(time.time() - started, 1)
     out = Path(args.out) / time.strftime("%Y-%m-%d_%H%M%S")
-    summary = report.write(out, rows, descriptions, config)
+    summary = report.write(out, rows, descriptions, config, chat_results)
     print(json.dumps(summary, indent=2, default=str))
     print(f"report: {out / 'report.md'}")
 

@@ -158,7 +158,7 @@ async def run(frontend_url: str, grpc_url: str, metrics_url: str, args: Any) -> 
         "triton_grpc": {"ttft": [], "rate": []},
     }
     for _ in range(args.rounds):
-        for i, prompt in enumerate(PROMPTS[:4]):
+        for i, prompt in enumerate(PROMPTS[: getattr(args, "single_prompts", 4)]):
             order = ("frontend", "triton_grpc") if i % 2 == 0 else ("triton_grpc", "frontend")
             for path in order:
                 call = frontend_stream if path == "frontend" else grpc_stream

@@ -1,6 +1,6 @@
 """`make bench`: every target side by side, interleaved in one run, then the report.
 
-    python -m benchmarks.run            # full: 2 rounds x 8 s per cell (~10 min here)
+    python -m benchmarks.run            # full: 2 rounds x 8 s per cell (~14 min here)
     python -m benchmarks.run --quick    # smoke: 1 round x 3 s, fewer scenarios (< 2 min)
 
 Writes benchmarks/results/<date>_<time>/{results.json, report.md, *.png}.
@@ -151,7 +151,9 @@ def main() -> None:
         # Text generation last (its own figures; nothing else runs meanwhile).
         print("chat: single stream (frontend vs Triton gRPC), then 1/4/8 streams", flush=True)
         chat_args = argparse.Namespace(
-            tokens=16 if args.quick else 64, rounds=1 if args.quick else 2
+            tokens=8 if args.quick else 64,
+            rounds=1 if args.quick else 2,
+            single_prompts=1 if args.quick else 4,
         )
         frontend = next(t for t in targets if t.name == "frontend")
         chat_results = asyncio.run(

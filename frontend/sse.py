@@ -46,6 +46,10 @@ async def with_error_event(
     except InfergateError as exc:
         log.warning("stream ended by %s", exc.code)
         yield ServerSentEvent(data=envelope(exc, request_id).decode(), event="error", sep=SEP)
+    except Exception:  # a bug must still end the stream cleanly, never hang it
+        log.exception("stream failed")
+        error = envelope(InfergateError(), request_id).decode()
+        yield ServerSentEvent(data=error, event="error", sep=SEP)
     yield ServerSentEvent(data=DONE, sep=SEP)
 
 

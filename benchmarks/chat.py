@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import numpy as np
 import tritonclient.grpc.aio as grpcaio
 
 from export.triton_launcher import EmbeddedTriton, TritonPorts, free_port
+from frontend.triton.generate import GenerationParams, request_inputs
 
 from . import report
 from .targets import BENCH_ADMIN_KEY, start_frontend
@@ -87,18 +87,9 @@ async def frontend_stream(url: str, prompt: str, tokens: int) -> tuple[float, fl
 
 async def grpc_stream(url: str, prompt: str, tokens: int) -> tuple[float, float, int]:
     client = grpcaio.InferenceServerClient(url)
-
-    def tensor(name: str, value: np.ndarray, dtype: str) -> grpcaio.InferInput:
-        t = grpcaio.InferInput(name, list(value.shape), dtype)
-        t.set_data_from_numpy(value)
-        return t
-
-    messages = json.dumps([{"role": "user", "content": prompt}]).encode()
-    inputs = [
-        tensor("MESSAGES", np.array([messages], dtype=np.object_), "BYTES"),
-        tensor("MAX_TOKENS", np.array([tokens], dtype=np.int32), "INT32"),
-        tensor("TEMPERATURE", np.array([0.0], dtype=np.float32), "FP32"),
-    ]
+    messages = json.dumps([{"role": "user", "content": prompt}])
+    greedy = GenerationParams(tokens, 0.0, 1.0, 0, None, ())
+    inputs = request_inputs(None, messages, greedy)
 
     async def one() -> Any:
         yield {"model_name": "chat", "inputs": inputs}

@@ -15,6 +15,7 @@ from .access import Access
 from .auth.principal import Principal
 from .errors import Forbidden
 from .services.catalog import Catalog
+from .services.generation import GenerationService
 from .services.inference import InferenceService
 from .settings import Settings
 from .triton.client import TritonClient
@@ -36,6 +37,10 @@ async def _inference(request: Request) -> InferenceService:
     return request.app.state.inference
 
 
+async def _generation(request: Request) -> GenerationService:
+    return request.app.state.generation
+
+
 async def _request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", ""))
 
@@ -44,6 +49,7 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 TritonDep = Annotated[TritonClient, Depends(_triton)]
 CatalogDep = Annotated[Catalog, Depends(_catalog)]
 InferenceDep = Annotated[InferenceService, Depends(_inference)]
+GenerationDep = Annotated[GenerationService, Depends(_generation)]
 RequestIdDep = Annotated[str, Depends(_request_id)]
 ModelVersionHeader = Annotated[
     str | None,

@@ -170,8 +170,7 @@ def parse_request(pb: Any, request: Any, engine: ChatEngine) -> tuple[list[int],
         seed=None if seed is None else int(seed),
         stop=stop,
     )
-    engine.check_sampling(sampling)
-    return engine.encode_prompt(prompt, messages), sampling
+    return engine.encode_prompt(prompt, messages), sampling  # submit() checks sampling
 
 
 class TritonPythonModel:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import json
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,6 +180,9 @@ class ChatEngine:
         self.metrics = metrics or Metrics()
         self.fail_on_seed = fail_on_seed
         self.session = session or _session(version_dir / "model.onnx", threads, provider)
+        # A prefill's past: zero positions of the model's [1, kv heads, 0, head dim].
+        past = next(i for i in self.session.get_inputs() if i.name == _past_name(0))
+        self._no_past = np.zeros((1, int(past.shape[1]), 0, int(past.shape[3])), np.float32)
         self._lock = threading.Condition()
         self._queue: collections.deque[Sequence] = collections.deque()
         self._rows: list[Sequence] = []
@@ -401,16 +403,7 @@ class ChatEngine:
     # --- the batch's KV cache -----------------------------------------------------------
 
     def _empty_past(self) -> dict[str, np.ndarray]:
-        shape = self._kv_shape
-        empty = np.zeros((1, shape[0], 0, shape[1]), dtype=np.float32)
-        return {_past_name(i): empty for i in range(2 * self.layers)}
-
-    @property
-    def _kv_shape(self) -> tuple[int, int]:
-        if not hasattr(self, "_kv"):
-            past = next(i for i in self.session.get_inputs() if i.name == _past_name(0))
-            self._kv = (int(past.shape[1]), int(past.shape[3]))
-        return self._kv
+        return {_past_name(i): self._no_past for i in range(2 * self.layers)}
 
     def _join(self, seq: Sequence, present: list[np.ndarray], mask: np.ndarray) -> None:
         if not self._rows:
@@ -438,10 +431,6 @@ class ChatEngine:
         first = int(np.argmax(mask.any(axis=0)))
         self._mask = np.ascontiguousarray(mask[:, first:])
         self._past = [np.ascontiguousarray(p[index][:, :, first:, :]) for p in self._past]
-
-    @property
-    def active(self) -> int:
-        return len(self._rows)
 
 
 def _past_name(i: int) -> str:
@@ -486,7 +475,6 @@ class Collector:
         self.prompt_tokens = 0
         self.pieces: list[str] = []
         self.generated_ids: list[int] = []
-        self.token_times: list[float] = []
         self.reason = ""
         self.completion_tokens = 0
         self.error: GenerationError | None = None
@@ -498,7 +486,6 @@ class Collector:
     def token(self, token_id: int, text: str, completion_tokens: int) -> None:
         self.generated_ids.append(token_id)
         self.pieces.append(text)
-        self.token_times.append(time.monotonic())
         self.completion_tokens = completion_tokens
 
     def finish(self, reason: str, text: str, completion_tokens: int) -> None:

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from sse_starlette import ServerSentEvent
 
-from ..deps import LimitedDep, RequestIdDep
+from ..deps import GenerationDep, LimitedDep, RequestIdDep
 from ..schemas.chat import (
     ChatCompletionRequest,
     ChatCompletionResponse,
     CompletionRequest,
     CompletionResponse,
+    SamplingFields,
 )
 from ..schemas.common import error_responses
-from ..services.generation import Generation, GenerationService
+from ..services.generation import Generation
 from ..sse import EventStream, data, with_error_event
+from ..triton.generate import Update
 
 router = APIRouter(prefix="/v1", tags=["generation"])
 
@@ -34,29 +37,77 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _service(request: Request) -> GenerationService:
-    return request.app.state.generation
+@dataclass(frozen=True)
+class _Shape:
+    """What differs between the two OpenAI shapes; `_answer` does the rest."""
+
+    object: str
+    chunk_object: str
+    whole: Callable[[str], dict[str, Any]]  # the choice's content, not streamed
+    pieces: Callable[[Update], list[dict[str, Any]]]  # streamed choices for one update
+    opening: tuple[dict[str, Any], ...] = ()  # streamed before the first update
 
 
-GenerationDep = Annotated[GenerationService, Depends(_service)]
+def _chat_pieces(u: Update) -> list[dict[str, Any]]:
+    text = [{"delta": {"content": u.text}, "finish_reason": None}] if u.text else []
+    return text + ([{"delta": {}, "finish_reason": u.finish_reason}] if u.finish_reason else [])
+
+
+CHAT = _Shape(
+    "chat.completion",
+    "chat.completion.chunk",
+    lambda text: {"message": {"role": "assistant", "content": text}},
+    _chat_pieces,
+    ({"delta": {"role": "assistant", "content": ""}, "finish_reason": None},),
+)
+COMPLETION = _Shape(
+    "text_completion",
+    "text_completion",
+    lambda text: {"text": text},
+    lambda u: (
+        [{"text": u.text, "finish_reason": u.finish_reason or None}]
+        if u.text or u.finish_reason
+        else []
+    ),
+)
 
 
 def _head(g: Generation, kind: str) -> dict[str, Any]:
     return {"id": g.id, "object": kind, "created": g.created, "model": g.model}
 
 
-async def _collect(g: Generation) -> str:
-    try:
-        return "".join([u.text async for u in g.updates()])
-    finally:
-        await g.close()
-
-
-def _respond(request: Request, g: Generation, frames: AsyncIterator[ServerSentEvent]) -> Any:
+async def _answer(request: Request, g: Generation, body: SamplingFields, shape: _Shape) -> Any:
     request.state.model, request.state.version = g.model, g.stream.version
+    if not body.stream:
+        try:
+            text = "".join([u.text async for u in g.updates()])
+        finally:
+            await g.close()
+        choice = {"index": 0, **shape.whole(text), "finish_reason": g.finish_reason}
+        return {
+            **_head(g, shape.object),
+            "choices": [{**choice, "logprobs": None}],
+            "usage": g.usage(),
+        }
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    head = _head(g, shape.chunk_object)
+    extra = {"usage": None} if include_usage else {}
+
+    def chunk(choice: dict[str, Any]) -> ServerSentEvent:
+        return data({**head, "choices": [{"index": 0, **choice, "logprobs": None}], **extra})
+
+    async def frames() -> AsyncIterator[ServerSentEvent]:
+        for choice in shape.opening:
+            yield chunk(choice)
+        async for update in g.updates():
+            for choice in shape.pieces(update):
+                yield chunk(choice)
+        if include_usage:
+            yield data({**head, "choices": [], "usage": g.usage()})
+
     keepalive = request.app.state.settings.generation.keepalive_s
     rid = getattr(request.state, "request_id", None)
-    return EventStream(with_error_event(frames, rid), g.close, keepalive)
+    return EventStream(with_error_event(frames(), rid), g.close, keepalive)
 
 
 @router.post(
@@ -73,41 +124,7 @@ async def chat_completions(
     request_id: RequestIdDep,
 ) -> Any:
     g = await service.chat(body, caller, request_id)
-    if not body.stream:
-        content = await _collect(g)
-        request.state.model, request.state.version = g.model, g.stream.version
-        return {
-            **_head(g, "chat.completion"),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content},
-                    "finish_reason": g.finish_reason,
-                    "logprobs": None,
-                }
-            ],
-            "usage": g.usage(),
-        }
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
-
-    async def frames() -> AsyncIterator[ServerSentEvent]:
-        head = _head(g, "chat.completion.chunk")
-        extra = {"usage": None} if include_usage else {}
-
-        def chunk(delta: dict[str, str], finish: str | None = None) -> ServerSentEvent:
-            choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-            return data({**head, "choices": [choice], **extra})
-
-        yield chunk({"role": "assistant", "content": ""})
-        async for update in g.updates():
-            if update.text:
-                yield chunk({"content": update.text})
-            if update.finish_reason:
-                yield chunk({}, update.finish_reason)
-        if include_usage:
-            yield data({**head, "choices": [], "usage": g.usage()})
-
-    return _respond(request, g, frames())
+    return await _answer(request, g, body, CHAT)
 
 
 @router.post(
@@ -124,31 +141,4 @@ async def completions(
     request_id: RequestIdDep,
 ) -> Any:
     g = await service.complete(body, caller, request_id)
-    if not body.stream:
-        text = await _collect(g)
-        request.state.model, request.state.version = g.model, g.stream.version
-        return {
-            **_head(g, "text_completion"),
-            "choices": [
-                {"index": 0, "text": text, "finish_reason": g.finish_reason, "logprobs": None}
-            ],
-            "usage": g.usage(),
-        }
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
-
-    async def frames() -> AsyncIterator[ServerSentEvent]:
-        head = _head(g, "text_completion")
-        extra = {"usage": None} if include_usage else {}
-        async for update in g.updates():
-            if update.text or update.finish_reason:
-                choice = {
-                    "index": 0,
-                    "text": update.text,
-                    "finish_reason": update.finish_reason or None,
-                    "logprobs": None,
-                }
-                yield data({**head, "choices": [choice], **extra})
-        if include_usage:
-            yield data({**head, "choices": [], "usage": g.usage()})
-
-    return _respond(request, g, frames())
+    return await _answer(request, g, body, COMPLETION)

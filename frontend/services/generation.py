@@ -27,7 +27,6 @@ from ..triton.generate import GenerationParams, GenerationStream, Update, reques
 from .catalog import Catalog
 
 TASK = "text-generation"
-MAX_STOP_SEQUENCES = 4
 
 
 @dataclass
@@ -157,11 +156,8 @@ class GenerationService:
                 "tokens per request",
                 details={"max_completion_tokens": limit},
             )
-        stops = body.stop_sequences()
-        if len(stops) > MAX_STOP_SEQUENCES or any(not s for s in stops):
-            raise BadRequest(f"stop takes 1 to {MAX_STOP_SEQUENCES} non-empty sequences")
-        params = GenerationParams(
-            max_tokens, body.temperature, body.top_p, body.top_k, body.seed, stops
+        params = GenerationParams(  # stop's count and emptiness: the schema checks them
+            max_tokens, body.temperature, body.top_p, body.top_k, body.seed, body.stop_sequences()
         )
         version = str(model.default_version)
         stream = self.triton.generate(

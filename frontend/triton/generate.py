@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import numpy as np
@@ -46,8 +47,8 @@ class Update:
 class GenerationStream:
     model: str
     version: str
-    _responses: AsyncIterator = field(repr=False)
-    _call: object = field(repr=False)
+    # tritonclient's response iterator; its cancel() cancels the gRPC call.
+    _responses: Any = field(repr=False)
     deadline: float = 0.0
     idle_timeout_s: float = 60.0
     finished: bool = False
@@ -87,9 +88,7 @@ class GenerationStream:
         return update
 
     def cancel(self) -> None:
-        cancel = getattr(self._call, "cancel", None)
-        if cancel is not None:
-            cancel()
+        self._responses.cancel()
 
 
 def model_error(error: InferenceServerException, model: str) -> Exception:
@@ -155,7 +154,6 @@ def open_stream(
         model,
         version,
         _responses=responses,
-        _call=responses,
         deadline=time.monotonic() + timeout_s,
         idle_timeout_s=idle_timeout_s,
     )

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from export.runtime.generation import ChatEngine, Collector, Limits, Sampling
+from export.runtime.generation import ChatEngine, Collector, Limits, Metrics, Sampling
 
 pytestmark = pytest.mark.integration
 
@@ -25,16 +25,10 @@ def version_dir(repository):
     return repository / "chat" / "1"
 
 
-class CountingMetrics:
+class CountingMetrics(Metrics):
     def __init__(self) -> None:
         self.steps: list[int] = []
         self.cancelled_count = 0
-
-    def set_active(self, n: int) -> None: ...
-    def set_queued(self, n: int) -> None: ...
-    def tokens(self, n: int) -> None: ...
-    def rejected(self) -> None: ...
-    def failed(self) -> None: ...
 
     def step(self, rows: int) -> None:
         self.steps.append(rows)

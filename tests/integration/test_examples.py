@@ -79,3 +79,24 @@ def test_readme_auth_walkthrough_works_as_written(frontend):
     assert '"tier":"pro"' in out and '"requests":[' in out  # /v1/usage
     assert out.count('"access_token"') == 1  # the refresh answer (login went to a variable)
     assert out.rstrip().endswith("204")
+
+
+def test_readme_chat_example_works_as_written(frontend, tmp_path):
+    """The openai-client example of the README's text-generation section, run as a
+    script from a folder holding the dev key file that `serve` writes."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Text generation", 1)[1]
+    script = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "http://localhost:8000/v1" in script
+    (tmp_path / ".infergate").mkdir()
+    (tmp_path / ".infergate" / "admin.key").write_text(ADMIN_KEY + "\n")
+    (tmp_path / "example.py").write_text(script.replace("http://localhost:8000", frontend.url))
+    out = subprocess.run(
+        [sys.executable, "example.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert len(out.split()) >= 5  # a streamed haiku, printed piece by piece

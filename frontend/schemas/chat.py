@@ -32,9 +32,9 @@ class SamplingFields(Strict):
     temperature: float = Field(1.0, ge=0, le=2, description="0 = greedy (deterministic).")
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0, le=1000, description="Extension: 0 = off.")
-    seed: int | None = Field(
-        None, ge=0, lt=2**63, description="Same seed, same request: same text."
-    )
+    # No bounds in the schema: generators compare huge integer bounds as floats (a
+    # "valid" 2**63 + 191 was generated against lt=2**63); any integer is taken modulo 2**63.
+    seed: int | None = Field(None, description="Same seed, same request: same text.")
     stop: Stop = Field(None, description="Up to 4 sequences; the text ends before them.")
     n: int = Field(1, ge=1, le=1, description="Only 1 is supported.")
     stream: bool = False

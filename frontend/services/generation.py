@@ -157,7 +157,12 @@ class GenerationService:
                 details={"max_completion_tokens": limit},
             )
         params = GenerationParams(  # stop's count and emptiness: the schema checks them
-            max_tokens, body.temperature, body.top_p, body.top_k, body.seed, body.stop_sequences()
+            max_tokens,
+            body.temperature,
+            body.top_p,
+            body.top_k,
+            None if body.seed is None else body.seed % 2**63,  # Triton's SEED is INT64
+            body.stop_sequences(),
         )
         version = str(model.default_version)
         stream = self.triton.generate(

@@ -117,6 +117,7 @@ def test_seed_reproduces_sampling(oai):
 
     first = sample(1234)
     assert sample(1234) == first
+    assert sample(2**64 + 1234) == first  # any integer, taken modulo 2**63
     assert any(sample(seed) != first for seed in (1, 2, 3))
 
 

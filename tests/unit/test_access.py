@@ -408,7 +408,7 @@ def test_no_secret_reaches_the_logs(app_client):
     assert created["id"] in logs  # the key id is logged (created / revoked) ...
     for secret in (
         created["key"],
-        created["key"].rsplit("_", 1)[1],
+        created["key"][-43:],  # the secret (it may itself hold "_")
         pair["access_token"],
         pair["refresh_token"],
         PASSWORD,

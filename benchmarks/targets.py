@@ -7,6 +7,7 @@ head) with the same inputs; embeddings scenarios use `embed`.
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -140,6 +141,8 @@ def start_frontend(
     env = {
         "INFERGATE_LOG__LEVEL": "WARNING",
         "INFERGATE_AUTH__BOOTSTRAP_ADMIN_KEY": BENCH_ADMIN_KEY,
+        # One random secret for this run (shared by the workers), never a constant.
+        "INFERGATE_SECRET_KEY": secrets.token_urlsafe(32),
     }
     extra: list[subprocess.Popen[bytes]] = []
     if name == "frontend_noauth":

@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
+from pathlib import Path
 
 EXAMPLES = """
 infergate is up at http://{host}:{port}  (docs: http://{host}:{port}/docs)
@@ -35,22 +37,32 @@ infergate is up at http://{host}:{port}  (docs: http://{host}:{port}/docs)
 """
 
 KEY_FILE = ".infergate/admin.key"
+SECRET_FILE = ".infergate/secret.key"
 
 
-def _dev_admin_key() -> str:
-    """Outside prod, with no bootstrap admin key configured, `serve` makes one and keeps it
-    in .infergate/admin.key (mode 0600, git-ignored) so that it survives restarts."""
-    from pathlib import Path
-
-    path = Path(KEY_FILE)
+def _kept_secret(name: str, make: Callable[[], str]) -> str:
+    """A value made once and kept in a private file (mode 0600 in a 0700 directory,
+    git-ignored) so that it survives restarts."""
+    path = Path(name)
     if path.exists():
         return path.read_text().strip()
     path.parent.mkdir(mode=0o700, exist_ok=True)
-    key = "ig_admin_" + secrets.token_urlsafe(32)
+    value = make()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(key + "\n")
-    return key
+        f.write(value + "\n")
+    return value
+
+
+def _dev_admin_key() -> str:
+    """Outside prod, with no bootstrap admin key configured, `serve` makes one."""
+    return _kept_secret(KEY_FILE, lambda: "ig_admin_" + secrets.token_urlsafe(32))
+
+
+def _dev_secret() -> str:
+    """Outside prod, with no INFERGATE_SECRET_KEY, `serve` makes a random one: every
+    signing and hashing key derives from it, so it must never be a published constant."""
+    return _kept_secret(SECRET_FILE, lambda: secrets.token_urlsafe(48))
 
 
 def _prepare_auth(workers: int) -> str:
@@ -58,10 +70,19 @@ def _prepare_auth(workers: int) -> str:
     admin key is."""
     from .settings import Settings
 
+    if (
+        "INFERGATE_SECRET_KEY" not in os.environ
+        and os.environ.get("INFERGATE_ENVIRONMENT", "dev") != "prod"
+    ):
+        # Before the settings are read: the workers inherit it through the environment.
+        os.environ["INFERGATE_SECRET_KEY"] = _dev_secret()
     try:
         settings = Settings()
     except ValueError as exc:
         raise SystemExit(f"invalid settings: {exc}") from None
+    warning = settings.secret_warning()
+    if warning is not None:
+        print(f"\n  WARNING: {warning}\n", file=sys.stderr, flush=True)
     if not settings.auth.enabled:
         return "\n  authentication is OFF (INFERGATE_AUTH__ENABLED=false)\n"
     if workers > 1 and settings.redis.url is None:

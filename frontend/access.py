@@ -30,7 +30,7 @@ class Access:
     @classmethod
     def build(cls, settings: Settings, store: StateStore, metrics: Metrics) -> Access:
         auth = settings.auth
-        secret = settings.secret_key.get_secret_value()
+        secret = settings.secret
         fail_open = auth.redis_failure_policy == "open"
         keys = ApiKeys(
             store,

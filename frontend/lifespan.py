@@ -68,7 +68,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.catalog,
         load_file(settings.routing.file),
         store,
-        Assigner(derive(settings.secret_key.get_secret_value(), "routing")),
+        Assigner(derive(settings.secret, "routing")),
         settings.routing.poll_s,
     )
     with contextlib.suppress(StateUnavailable):
@@ -95,6 +95,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.generation,
         app.state.metrics,
     )
+    secret_warning = settings.secret_warning()
+    if secret_warning is not None:
+        log.warning("SECURITY: %s", secret_warning)
     if not settings.auth.enabled:
         log.warning("authentication is OFF: every caller is an unthrottled admin")
     log.info("started", extra={"models": app.state.catalog.names(), "triton": settings.triton.url})

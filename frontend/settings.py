@@ -7,13 +7,48 @@ INFERGATE_LIMITS__MAX_BATCH_ITEMS=128
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEV_SECRET = "dev-only-secret-change-me"
+# Secrets that were ever published (this project's old development default among them)
+# or that people type when asked for one. A start with one of these warns loudly; prod
+# refuses it. No code path signs or hashes with a constant: when no secret is configured,
+# a random one is generated (see `Settings.secret_generated`).
+KNOWN_WEAK_SECRETS = frozenset(
+    {
+        "dev-only-secret-change-me",
+        "changeme",
+        "change-me",
+        "change-me-please",
+        "secret",
+        "secretkey",
+        "secret-key",
+        "supersecret",
+        "password",
+        "infergate",
+        "infergate-secret",
+        "test-secret",
+        "development",
+    }
+)
+MIN_SECRET_CHARS = 32
+
+
+def weak_secret_reason(value: str) -> str | None:
+    """Why a configured secret is weak, or None. Deliberately simple: known values, too
+    short, or too few distinct characters (a repeated pattern)."""
+    folded = value.strip().lower()
+    if folded in KNOWN_WEAK_SECRETS or folded.rstrip("0123456789") in KNOWN_WEAK_SECRETS:
+        return "it is a well-known or published value"
+    if len(value) < MIN_SECRET_CHARS:
+        return f"it is shorter than {MIN_SECRET_CHARS} characters"
+    if len(set(value)) < 10:
+        return "it has fewer than 10 distinct characters"
+    return None
 
 
 class TritonSettings(BaseModel):
@@ -208,7 +243,9 @@ class Settings(BaseSettings):
     )
 
     environment: Literal["dev", "test", "prod"] = "dev"
-    secret_key: SecretStr = SecretStr(DEV_SECRET)
+    # Every signing and hashing key is derived from this. Unset outside prod: a random one
+    # for this process only (`serve` generates one and keeps it in .infergate/secret.key).
+    secret_key: SecretStr | None = None
     triton: TritonSettings = Field(default_factory=TritonSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
@@ -221,15 +258,50 @@ class Settings(BaseSettings):
     # Set by `python -m frontend` when it runs several workers (metrics in files).
     prometheus_multiproc_dir: Path | None = None
 
+    _secret_generated: bool = PrivateAttr(default=False)
+
     @field_validator("secret_key")
     @classmethod
-    def secret_long_enough(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value()) < 16:
+    def secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("secret_key must be at least 16 characters")
         return value
 
     @model_validator(mode="after")
-    def no_default_secret_outside_dev(self) -> Settings:
-        if self.environment == "prod" and self.secret_key.get_secret_value() == DEV_SECRET:
-            raise ValueError("INFERGATE_SECRET_KEY must be set outside dev")
+    def secret_present_and_strong_in_prod(self) -> Settings:
+        if self.secret_key is None:
+            if self.environment == "prod":
+                raise ValueError("INFERGATE_SECRET_KEY must be set in prod")
+            self.secret_key = SecretStr(secrets.token_urlsafe(32))
+            self._secret_generated = True
+        elif self.environment == "prod":
+            reason = weak_secret_reason(self.secret_key.get_secret_value())
+            if reason is not None:
+                raise ValueError(f"INFERGATE_SECRET_KEY is weak: {reason}")
         return self
+
+    @property
+    def secret(self) -> str:
+        """The server secret (always set after validation)."""
+        assert self.secret_key is not None
+        return self.secret_key.get_secret_value()
+
+    @property
+    def secret_generated(self) -> bool:
+        """True when no secret was configured and this process made a random one: keys,
+        tokens and routing buckets then last only as long as the process."""
+        return self._secret_generated
+
+    def secret_warning(self) -> str | None:
+        if self._secret_generated:
+            return (
+                "INFERGATE_SECRET_KEY is not set: a random secret was generated for this "
+                "process; API keys and tokens will not survive a restart and workers will "
+                "not agree (`python -m frontend serve` keeps one in .infergate/secret.key)"
+            )
+        reason = weak_secret_reason(self.secret)
+        if reason is not None:
+            return (
+                f"INFERGATE_SECRET_KEY is weak ({reason}): anyone who guesses it can forge tokens"
+            )
+        return None

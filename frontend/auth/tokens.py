@@ -19,6 +19,7 @@ from typing import Any
 import jwt
 
 from ..errors import StateUnavailable, Unauthorized
+from ..observability.logging import fingerprint
 from ..settings import JwtSettings
 from ..state.store import StateStore
 from .jwt_keys import ALGORITHM, SigningKeys
@@ -128,7 +129,9 @@ class Tokens:
         )
         if not first_use:
             await self.revoke_family(family)
-            log.warning("refresh token reuse: family revoked", extra={"subject": claims["sub"]})
+            log.warning(
+                "refresh token reuse: family revoked", extra={"subject": fingerprint(claims["sub"])}
+            )
             raise Unauthorized()
         user = await self._users.get(claims["sub"])
         if user is None or user.disabled:

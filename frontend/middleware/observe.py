@@ -13,6 +13,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import InfergateError
+from ..observability.logging import fingerprint
 from ..observability.metrics import Metrics
 from ..responses import send_error
 
@@ -76,7 +77,7 @@ class ObserveMiddleware:
             extra={
                 "request_id": state.get("request_id"),
                 "method": scope["method"],
-                "path": scope["path"],
+                "path": _path_for_log(scope),
                 "query": scope.get("query_string", b"").decode("latin-1"),
                 "route": route,
                 "status": status,
@@ -86,3 +87,17 @@ class ObserveMiddleware:
                 "triton_ms": round(triton_seconds * 1000, 2) if triton_seconds else None,
             },
         )
+
+
+# Path parameters that identify a person: logged as a fingerprint, never as the id.
+_PERSONAL_PARAMS = ("user_id",)
+
+
+def _path_for_log(scope: Scope) -> str:
+    path: str = scope["path"]
+    params = scope.get("path_params") or {}
+    for name in _PERSONAL_PARAMS:
+        value = params.get(name)
+        if isinstance(value, str) and value:
+            path = path.replace(value, fingerprint(value))
+    return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import subprocess
 import time
@@ -117,6 +118,8 @@ class LiveFrontend:
 # otherwise (tier "unlimited": the tests that measure limits make their own keys).
 ADMIN_KEY = "integration-admin-key-0123456789abcdef"
 ADMIN = {"X-API-Key": ADMIN_KEY}
+# The server secret for this test session: random, shared by every frontend it starts.
+TEST_SECRET = secrets.token_urlsafe(32)
 
 
 def frontend_settings(
@@ -140,6 +143,7 @@ def frontend_settings(
     return Settings(
         cache=CacheSettings(**{"enabled": False, **(cache or {})}),
         environment="test",
+        secret_key=TEST_SECRET,
         triton=TritonSettings(url=grpc_url, model_repository=repository, **triton_overrides),
         redis=RedisSettings(url=redis_url),
         auth=AuthSettings(**{"bootstrap_admin_key": ADMIN_KEY, **(auth or {})}),

@@ -24,6 +24,7 @@ from .conftest import (
     ADMIN,
     ADMIN_KEY,
     ROOT,
+    TEST_SECRET,
     LiveFrontend,
     RedisServer,
     free_port,
@@ -59,6 +60,7 @@ class Workers:
         env = {
             **os.environ,
             "INFERGATE_ENVIRONMENT": "test",
+            "INFERGATE_SECRET_KEY": TEST_SECRET,
             "INFERGATE_AUTH__BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
             "INFERGATE_AUTH__TIERS": json.dumps(TIERS),
             "INFERGATE_AUTH__LAST_USED_INTERVAL_S": "0",

@@ -25,7 +25,16 @@ from export.triton_launcher import EmbeddedTriton, port_in_use
 from frontend.app import create_app
 from frontend.observability.logging import JsonFormatter
 
-from .conftest import ADMIN, ADMIN_KEY, ROOT, LiveFrontend, free_port, free_ports, frontend_settings
+from .conftest import (
+    ADMIN,
+    ADMIN_KEY,
+    ROOT,
+    TEST_SECRET,
+    LiveFrontend,
+    free_port,
+    free_ports,
+    frontend_settings,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +70,7 @@ def _serve(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Po
         env={
             **os.environ,
             "INFERGATE_ENVIRONMENT": "test",
+            "INFERGATE_SECRET_KEY": TEST_SECRET,
             "INFERGATE_AUTH__BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
             **(env or {}),
         },

@@ -300,7 +300,7 @@ def test_jwt_attack_matrix_is_refused_with_401(app_client):
     pair = login(app_client, "dave")
     assert app_client.get("/v1/models", headers=bearer(pair["access_token"])).status_code == 200
     settings = app_client.app.state.settings
-    keys = SigningKeys(settings.auth.jwt, settings.secret_key.get_secret_value())
+    keys = SigningKeys(settings.auth.jwt, settings.secret)
     kid, private = keys.signer()
     public_pem = keys.public_pem(kid)
     header, payload, signature = pair["access_token"].split(".")
@@ -395,6 +395,8 @@ def test_no_secret_reaches_the_logs(app_client):
     sink = io.StringIO()
     handler = logging.StreamHandler(sink)
     handler.setFormatter(JsonFormatter())
+    # Not the test client's own request log (httpx logs every URL it calls).
+    handler.addFilter(lambda record: not record.name.startswith("httpx"))
     logging.getLogger().addHandler(handler)
     created = new_key(app_client)
     user = new_user(app_client, "ivan")
@@ -403,6 +405,10 @@ def test_no_secret_reaches_the_logs(app_client):
     app_client.get("/v1/models", headers=bearer(pair["access_token"]))
     app_client.delete(f"/v1/admin/keys/{created['id']}")
     app_client.get("/v1/models", headers=as_key(created["key"]))
+    # The user's id in a path and in a security warning (refresh token reuse).
+    app_client.get(f"/v1/admin/users/{user['id']}")
+    app_client.post("/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    app_client.post("/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})
     logging.getLogger().removeHandler(handler)
     logs = sink.getvalue()
     assert created["id"] in logs  # the key id is logged (created / revoked) ...
@@ -415,7 +421,8 @@ def test_no_secret_reaches_the_logs(app_client):
         ADMIN_KEY,
     ):
         assert secret not in logs  # ... its secret, tokens and passwords never
-    assert user["id"]
+    assert "refresh token reuse" in logs and "/v1/admin/users/fp_" in logs
+    assert user["id"] not in logs  # a user's id only as its fingerprint
 
 
 # --- token quotas ----------------------------------------------------------------------

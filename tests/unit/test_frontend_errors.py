@@ -322,9 +322,11 @@ def test_cors_allowlist(tmp_path, fake_triton):
 def test_settings_refuse_unsafe_configuration():
     with pytest.raises(ValidationError, match="cannot be combined"):
         CorsSettings(allow_origins=["*"], allow_credentials=True)
-    with pytest.raises(ValidationError, match="must be set outside dev"):
+    with pytest.raises(ValidationError, match="must be set in prod"):
         Settings(environment="prod")
-    Settings(environment="prod", secret_key="a-real-secret-of-some-length")
+    with pytest.raises(ValidationError, match="weak"):
+        Settings(environment="prod", secret_key="a-real-secret-of-some-length")  # < 32
+    Settings(environment="prod", secret_key="a-real-secret-of-some-length-9f3Kq2Zx")
 
 
 def test_embeddings_dimensions_and_format(api):

@@ -220,7 +220,29 @@ class TritonPythonModel:
             }
         )
 
+        # Requests this instance is executing right now (Triton's own pending count covers
+        # only the queue): lets callers see that a request reached the model.
+        self.active_family = active = pb_utils.MetricFamily(
+            name="infergate_runner_active_requests",
+            description="Requests the runner instance is executing",
+            kind=pb_utils.MetricFamily.GAUGE,
+        )
+        self.active_metric = active.Metric(
+            labels={
+                "model": args["model_name"],
+                "version": str(version),
+                "instance": args["model_instance_name"],
+            }
+        )
+
     def execute(self, requests: list[Any]) -> list[Any]:
+        self.active_metric.set(len(requests))
+        try:
+            return self._execute(requests)
+        finally:
+            self.active_metric.set(0)
+
+    def _execute(self, requests: list[Any]) -> list[Any]:
         pb = self.pb
         responses: list[Any] = [None] * len(requests)
         texts: list[str] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 import urllib.request
+from collections.abc import Callable
 
 
 def counter(metrics_url: str, name: str, model: str, version: str) -> float:
@@ -31,3 +32,21 @@ def settled_counter(
             return current
         previous = current
     return previous
+
+
+def model_gauge(metrics_url: str, name: str, model: str) -> float:
+    """A per-model gauge (every version summed), e.g. nv_inference_pending_request_count."""
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    pattern = rf'^{name}{{[^}}]*model="{model}"[^}}]*}} (\S+)$'
+    return sum(float(v) for v in re.findall(pattern, text, re.M))
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 10.0) -> float:
+    """Poll until `predicate()` holds; fail fast with `what` after the deadline. Returns the
+    seconds waited (waits on observable state, never a fixed sleep)."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout_s:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.01)
+    return time.monotonic() - started

@@ -82,10 +82,10 @@ def test_readme_auth_walkthrough_works_as_written(frontend):
 
 
 def test_readme_chat_example_works_as_written(frontend, tmp_path):
-    """The openai-client example of the README's text-generation section, run as a
+    """The openai-client example of the README's tour ("Generate text"), run as a
     script from a folder holding the dev key file that `serve` writes."""
     readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Text generation", 1)[1]
+    section = readme.split("### Generate text", 1)[1]
     script = section.split("```python\n", 1)[1].split("```", 1)[0]
     assert "http://localhost:8000/v1" in script
     (tmp_path / ".infergate").mkdir()

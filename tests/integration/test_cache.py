@@ -101,10 +101,19 @@ def test_batch_sends_only_the_misses_to_triton(cached, triton):
     assert whole.headers["X-Cache"] == "HIT" and whole.content == r.content
 
 
+def _coalesced(http) -> float:
+    found = re.search(
+        r'infergate_cache_items_total\{model="intent",result="coalesced"\} (\S+)',
+        http.get("/metrics").text,
+    )
+    return float(found.group(1)) if found else 0.0
+
+
 def test_single_flight_fifty_identical_misses_one_inference(cached, triton):
-    _, live, _ = cached
+    http, live, _ = cached
     body = {"inputs": [unique(f"long question {i}") for i in range(8)]}
     before = triton_counter(triton, "nv_inference_request_success", "intent", "1")
+    coalesced_before = _coalesced(http)
 
     async def burst() -> list[tuple[int, str]]:
         async with aiohttp.ClientSession(headers=ADMIN) as session:
@@ -119,6 +128,12 @@ def test_single_flight_fifty_identical_misses_one_inference(cached, triton):
     results = asyncio.run(burst())
     assert [status for status, _ in results] == [200] * 50
     assert triton_counter(triton, "nv_inference_request_success", "intent", "1") - before == 1
+    # Every answer is the one inference: a MISS either computed it (one request) or waited
+    # for it (its 8 items counted as coalesced), a HIT came after it was stored.
+    misses = [cache for _, cache in results].count("MISS")
+    hits = [cache for _, cache in results].count("HIT")
+    assert misses >= 1 and misses + hits == 50
+    assert _coalesced(http) - coalesced_before == (misses - 1) * len(body["inputs"])
 
 
 def test_opting_out_neither_reads_nor_writes(cached):
@@ -136,12 +151,35 @@ def test_opting_out_neither_reads_nor_writes(cached):
     )
 
 
-def test_errors_are_never_cached(cached):
-    http, _, _ = cached
-    bad = {"inputs": ["ok", ""]}  # refused before Triton
+def test_errors_are_never_cached(cached, triton, repository):
+    """A real Triton failure (the deadline passes inside Triton) through a second frontend
+    on the same Redis cache: nothing is stored, so the healthy frontend misses."""
+    from frontend.app import create_app
+
+    http, _, redis = cached
+    body = {"inputs": [unique(f"deadline {i}") for i in range(64)]}
+    settings = frontend_settings(
+        triton.grpc_url,
+        repository,
+        redis_url=redis.url,
+        cache={"enabled": True, "ttl_s": 600},
+        timeouts={"intent": 0.001},
+    )
+    failing = LiveFrontend(create_app(settings))
+    try:
+        with httpx.Client(base_url=failing.url, timeout=60, headers=ADMIN) as other:
+            r = other.post(PREDICT, json=body)
+    finally:
+        failing.stop()
+    assert r.status_code == 504 and r.json()["error"]["code"] == "deadline_exceeded"
+    assert "X-Cache" not in r.headers and "ETag" not in r.headers
+    healthy = http.post(PREDICT, json=body)
+    assert healthy.status_code == 200 and healthy.headers["X-Cache-Hits"] == "0/64"
+    # Refused before the cache (schema) is never cached either.
+    bad = {"inputs": ["ok", ""]}
     assert http.post(PREDICT, json=bad).status_code == 422
-    r = http.post(PREDICT, json=bad)
-    assert r.status_code == 422 and "X-Cache" not in r.headers and "ETag" not in r.headers
+    again = http.post(PREDICT, json=bad)
+    assert again.status_code == 422 and "X-Cache" not in again.headers
 
 
 def test_cache_is_per_tenant_by_default(cached):
@@ -175,10 +213,14 @@ def test_purge_and_admin_summary(cached):
     assert summary["backend"] == "redis" and summary["scope"] == "tenant"
     assert intent["hits"] >= 1 and intent["misses"] >= 1 and intent["entries"] >= 1
     assert 0 < intent["hit_rate"] < 1
-    purged = http.delete("/v1/admin/cache/intent/versions/1").json()
-    assert purged["purged"] >= 1
-    assert http.get("/v1/admin/cache").json()["models"]["intent"]["entries"] >= 0
     client = redis.client()
+    v1_entries = len(list(client.scan_iter(match="ig:cache:intent:1:*")))
+    others = len(list(client.scan_iter(match="ig:cache:intent:*"))) - v1_entries
+    assert intent["entries"] == v1_entries + others and v1_entries >= 1
+    purged = http.delete("/v1/admin/cache/intent/versions/1").json()
+    assert purged["purged"] == v1_entries
+    # Only version 1's entries went (the version test above cached some of version 2).
+    assert http.get("/v1/admin/cache").json()["models"]["intent"]["entries"] == others
     assert not list(client.scan_iter(match="ig:cache:intent:1:*"))
     client.close()
     assert http.post(PREDICT, json={"inputs": text}).headers["X-Cache"] == "MISS"

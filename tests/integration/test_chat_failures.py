@@ -5,6 +5,7 @@ test build: the `test_fail_on_seed` parameter exists only in this copy's config)
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import time
 
@@ -116,5 +117,8 @@ def test_triton_stopped_mid_stream_ends_the_stream_with_an_error(small):
     text, ended_after = asyncio.run(asyncio.wait_for(stream_and_kill(), 60))
     frames = [f for f in sse_frames(text) if f[0] != "comment"]
     assert frames[-2][0] == "error", frames[-3:]
+    error = json.loads(frames[-2][1])["error"]
+    print(f"stream ended {ended_after:.2f} s after the kill with {error['code']}")
+    assert error["code"] == "upstream_unavailable" and error["request_id"]
     assert frames[-1] == ("message", "[DONE]")
     assert ended_after < 5

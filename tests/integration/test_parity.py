@@ -49,8 +49,9 @@ def test_intent_matches_sklearn_head(
     assert got_labels == expected_labels
     diff = np.abs(got["SCORES"] - expected_scores).max()
     print(f"intent v{version}: {len(sentences)} sentences, max |score diff| = {diff:.2e}")
-    assert diff < 1e-4
-    np.testing.assert_allclose(got["SCORE"].reshape(-1), expected_scores.max(1), atol=1e-4)
+    # Measured: 7.7e-7 (v1, probabilities) and 1.9e-6 (v2, margins); about 10x that.
+    assert diff < 2e-5
+    np.testing.assert_allclose(got["SCORE"].reshape(-1), expected_scores.max(1), atol=2e-5)
 
 
 def test_intent_versions_are_different_models(client, sentences):
@@ -68,7 +69,7 @@ def test_embed_matches_sentence_transformers(client, sentences, reference_embedd
         np.linalg.norm(got, axis=1) * np.linalg.norm(reference_embeddings, axis=1)
     )
     print(f"embed: {len(sentences)} sentences, min cosine = {cosine.min():.7f}")
-    assert cosine.min() >= 0.9999
+    assert cosine.min() >= 1 - 1e-6  # measured 1 - 1e-7
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 

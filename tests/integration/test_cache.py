@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from .conftest import ADMIN, LiveFrontend, RedisServer, frontend_settings
-from .triton_metrics import settled_counter
+from .triton_metrics import settled_counter, wait_for
 
 pytestmark = pytest.mark.integration
 PREDICT = "/v1/models/intent/versions/1/predict"
@@ -29,7 +29,10 @@ def cached(triton, repository, tmp_path_factory):
     from frontend.app import create_app
 
     settings = frontend_settings(
-        triton.grpc_url, repository, redis_url=redis.url, cache={"enabled": True, "ttl_s": 600}
+        triton.grpc_url,
+        repository,
+        redis_url=redis.url,
+        cache={"enabled": True, "ttl_s": 600, "ttls": {"embed": 77}},
     )
     live = LiveFrontend(create_app(settings))
     with httpx.Client(base_url=live.url, timeout=60, headers=ADMIN) as http:
@@ -229,3 +232,52 @@ def test_purge_and_admin_summary(cached):
     assert http.delete("/v1/admin/cache/intent").json()["model"] == "intent"
     metrics = http.get("/metrics").text
     assert re.search(r'infergate_cache_items_total\{model="intent",result="hit"\} [1-9]', metrics)
+
+
+def test_entries_expire_after_their_model_ttl(cached):
+    """TTL 600 s by default here, 77 s for `embed` (INFERGATE_CACHE__TTLS), on the Redis keys
+    themselves; the answer's max-age says the same."""
+    http, _, redis = cached
+    intent = http.post(PREDICT, json={"inputs": unique("ttl check")})
+    embed = http.post("/v1/embeddings", json={"model": "embed", "input": unique("ttl check")})
+    assert "max-age=600" in intent.headers["Cache-Control"]
+    assert "max-age=77" in embed.headers["Cache-Control"]
+    client = redis.client()
+    try:
+        embed_ttls = {client.ttl(k) for k in client.scan_iter(match="ig:cache:embed:*")}
+        intent_ttls = {client.ttl(k) for k in client.scan_iter(match="ig:cache:intent:1:*")}
+    finally:
+        client.close()
+    assert embed_ttls and all(60 < t <= 77 for t in embed_ttls)
+    assert intent_ttls and all(77 < t <= 600 for t in intent_ttls)
+
+
+def test_redis_outage_turns_lookups_into_misses_and_serving_goes_on(triton, repository, tmp_path):
+    """Redis killed: a lookup is a miss, the write is skipped, the answer is 200; once Redis
+    is back (restarted empty on the same port) entries are written and hit again."""
+    from frontend.app import create_app
+
+    redis = RedisServer(tmp_path).start()
+    settings = frontend_settings(
+        triton.grpc_url, repository, redis_url=redis.url, cache={"enabled": True}
+    )
+    live = LiveFrontend(create_app(settings))
+    text = unique("outage")
+    try:
+        with httpx.Client(base_url=live.url, timeout=60, headers=ADMIN) as http:
+            assert http.post(PREDICT, json={"inputs": text}).headers["X-Cache"] == "MISS"
+            assert http.post(PREDICT, json={"inputs": text}).headers["X-Cache"] == "HIT"
+            redis.kill()
+            during = [http.post(PREDICT, json={"inputs": text}) for _ in range(5)]
+            assert [r.status_code for r in during] == [200] * 5
+            assert {r.headers["X-Cache"] for r in during} == {"MISS"}
+            redis.start()
+
+            def hit_again() -> bool:
+                http.post(PREDICT, json={"inputs": text})
+                return http.post(PREDICT, json={"inputs": text}).headers["X-Cache"] == "HIT"
+
+            wait_for(hit_again, "the cache to work again after Redis is back", timeout_s=10)
+    finally:
+        live.stop()
+        redis.kill()

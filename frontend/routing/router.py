@@ -54,6 +54,7 @@ class Router:
         self._assigner = assigner
         self._poll_s = poll_s
         self._seen: bytes | None = None
+        self._rejected: bytes | None = None  # the last stored value that could not be used
         self._overrides: dict[str, ModelRouting] = {}
         self.table: dict[str, ModelRouting] = self._build({})
 
@@ -78,17 +79,25 @@ class Router:
         raw = await self._store.get(OVERRIDES)
         if raw == self._seen:
             return False
-        overrides = {
-            name: ModelRouting.model_validate(value)
-            for name, value in (json.loads(raw) if raw else {}).items()
-            if name in self._catalog.models
-        }
         try:
-            self.table = self._build(overrides)
+            # Parsed inside the guard too: a stored value that is not JSON, or not a routing,
+            # must not end the watch loop (every later admin change would go unseen).
+            stored = json.loads(raw) if raw else {}
+            if not isinstance(stored, dict):
+                raise ValueError("routing overrides must be a JSON object")
+            overrides = {
+                name: ModelRouting.model_validate(value)
+                for name, value in stored.items()
+                if name in self._catalog.models
+            }
+            table = self._build(overrides)
         except ValueError as exc:  # e.g. a version no longer served: keep serving
-            log.warning("routing overrides not applied", extra={"error": str(exc)})
+            if raw != self._rejected:  # once per bad value, not every poll
+                log.warning("routing overrides not applied", extra={"error": str(exc)[:500]})
+            self._rejected = raw
             return False
-        self._seen, self._overrides = raw, overrides
+        self.table = table
+        self._seen, self._overrides, self._rejected = raw, overrides, None
         return True
 
     async def watch(self) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from .auth.authenticate import Authenticator
 from .auth.jwt_keys import SigningKeys
 from .auth.keys import ApiKeys
+from .auth.login_throttle import LoginThrottle
 from .auth.passwords import Passwords
 from .auth.tokens import Tokens
 from .auth.users import Users
@@ -26,6 +27,7 @@ class Access:
     authenticator: Authenticator
     limiter: RateLimiter
     quota: TokenQuota
+    logins: LoginThrottle
 
     @classmethod
     def build(cls, settings: Settings, store: StateStore, metrics: Metrics) -> Access:
@@ -40,7 +42,8 @@ class Access:
             auth.last_used_interval_s,
             fail_open,
         )
-        users = Users(store, Passwords(), fail_open, auth.outage_cache_s)
+        passwords = Passwords(auth.login_hash_concurrency, auth.login_max_waiting)
+        users = Users(store, passwords, fail_open, auth.outage_cache_s)
         tokens = Tokens(auth.jwt, SigningKeys(auth.jwt, secret), store, users)
         return cls(
             store=store,
@@ -50,4 +53,5 @@ class Access:
             authenticator=Authenticator(auth, secret, keys, users, tokens, metrics),
             limiter=RateLimiter(auth.tiers, store, fail_open, metrics),
             quota=TokenQuota(auth.tiers, store, fail_open, metrics),
+            logins=LoginThrottle(auth, store, secret),
         )

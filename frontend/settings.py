@@ -164,7 +164,22 @@ class AuthSettings(BaseModel):
     # Fail-open only: API keys and users seen within this many seconds keep working while
     # Redis is down (revocations made during the outage cannot be seen).
     outage_cache_s: float = Field(300.0, ge=0)
-    login_attempts_per_minute: int = Field(10, ge=1)
+    # Login throttling (POST /v1/auth/token), all counted before the password is hashed
+    # (frontend/auth/login_throttle.py). Per username + client address: a guesser is slowed
+    # without locking the owner out from elsewhere.
+    login_attempts_per_minute: int = Field(10, ge=1, le=1000)
+    # Per client address, whatever the username (spraying many names from one client).
+    login_client_attempts_per_minute: int = Field(30, ge=1, le=100_000)
+    # Per username from clients not known for it (guessing from many addresses), and all
+    # logins from unknown clients together (a flood). A client that logged in as a user
+    # within `login_known_client_days` skips both (0: no client is ever known).
+    login_user_attempts_per_hour: int = Field(100, ge=1, le=1_000_000)
+    login_global_attempts_per_minute: int = Field(600, ge=1, le=10_000_000)
+    login_known_client_days: int = Field(30, ge=0, le=365)
+    # Password hashes (argon2id, 64 MiB each) at once per worker, and how many attempts may
+    # wait for one per lane (known clients and admin work / everyone else) before 503.
+    login_hash_concurrency: int = Field(2, ge=1, le=32)
+    login_max_waiting: int = Field(8, ge=0, le=1024)
     # last-used time of a key is written at most this often per key and worker.
     last_used_interval_s: float = Field(60.0, ge=0)
 

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from ..deps import AccessDep, LimitedDep, SettingsDep
+from ..deps import AccessDep, LimitedDep
 from ..schemas.access import LogoutRequest, RefreshRequest, TokenPairOut, TokenRequest
 from ..schemas.common import error_responses
 from ..services import access as service
@@ -19,8 +19,11 @@ router = APIRouter(prefix="/v1/auth", tags=["auth"])
     responses=error_responses(401, 422, 429, 503),
     summary="Log in: username + password → access token + refresh token (no auth needed)",
 )
-async def token(body: TokenRequest, access: AccessDep, settings: SettingsDep) -> object:
-    pair = await service.login(access, settings.auth, body.username, body.password)
+async def token(body: TokenRequest, request: Request, access: AccessDep) -> object:
+    # The peer address as the server sees it (behind a proxy: its forwarded header, when
+    # the server is told to trust that proxy). Login budgets are counted per client.
+    client = request.client.host if request.client else "unknown"
+    pair = await service.login(access, body.username, body.password, client)
     return asdict(pair)
 
 

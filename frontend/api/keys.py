@@ -19,6 +19,10 @@ ERRORS = error_responses(401, 404, 422, 429, 503)
     response_model=KeyCreated,
     responses=ERRORS,
     summary="Create a key for yourself; the secret is shown once (role: any)",
+    description=(
+        "The new key acts as you: your account, tier, rate limits and token budget (a key"
+        " minted by a standalone key acts as that key, and is revoked with it)."
+    ),
 )
 async def create(body: OwnKeyCreate, principal: LimitedDep, access: AccessDep) -> object:
     return await service.create_own_key(access, principal, body.name)

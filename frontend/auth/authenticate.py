@@ -77,6 +77,12 @@ class Authenticator:
             record = await self._keys.authenticate(presented)
             if record is None:
                 raise Unauthorized()
+            if record.parent_id is not None:
+                # Minted by a standalone key: that key's account, tier and liveness.
+                parent = await self._keys.live_parent(record)
+                if parent is None:
+                    raise Unauthorized()
+                return record.principal(parent.tier)
             if not record.owner.startswith("user:"):
                 return record.principal()
             user = await self._users.for_auth(record.owner.removeprefix("user:"))

@@ -45,11 +45,21 @@ class KeyRecord:
         data["last_used_at"] = last_used_at
         return data
 
-    def principal(self, user_tier: str | None = None) -> Principal:
-        """A user's key acts as the user: the user's tier, limits and quota."""
-        if self.owner.startswith("user:") and user_tier is not None:
+    @property
+    def parent_id(self) -> str | None:
+        """The key whose account this one shares: set for a key minted through /v1/keys by
+        a standalone key (owner `key:<parent>`), None for a standalone or a user's key."""
+        if self.owner.startswith("key:") and self.owner != f"key:{self.id}":
+            return self.owner.removeprefix("key:")
+        return None
+
+    def principal(self, account_tier: str | None = None) -> Principal:
+        """A user's key acts as the user, and a key minted by a standalone key acts as that
+        key: the owner's tier, limits and quota (`account_tier` is the owner's tier), so
+        minting keys never multiplies anyone's limits."""
+        if account_tier is not None and (self.owner.startswith("user:") or self.parent_id):
             return Principal(
-                f"key:{self.id}", "api_key", self.role, user_tier, self.owner, account=self.owner
+                f"key:{self.id}", "api_key", self.role, account_tier, self.owner, account=self.owner
             )
         return Principal(f"key:{self.id}", "api_key", self.role, self.tier, self.owner)
 
@@ -131,6 +141,19 @@ class ApiKeys:
         record.tier = tier
         await self._save(record)
         return record
+
+    async def live_parent(self, record: KeyRecord) -> KeyRecord | None:
+        """The key `record` was minted by, if it is still live (revoking a key ends its
+        children too). Redis down: as `authenticate`, the record this worker last saw."""
+        assert record.parent_id is not None
+        try:
+            parent = await self.get(record.parent_id)
+        except StateUnavailable:
+            parent = self._seen.recall(record.parent_id)
+        if parent is None or parent.revoked_at is not None:
+            return None
+        self._seen.remember(parent.id, parent)
+        return parent
 
     async def last_used(self, key_id: str) -> float | None:
         raw = await self._store.get(f"key_used:{key_id}")

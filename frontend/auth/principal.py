@@ -19,7 +19,8 @@ class Principal:
     token_id: str | None = None  # the access token's jti (JWT callers)
     family: str | None = None  # the login session's refresh family (JWT callers)
     # Whose rate limits and token quota this request counts against: a user's API keys
-    # count against the user (minting keys never multiplies a user's limits).
+    # count against the user, and keys minted by a standalone key against that key
+    # (minting keys never multiplies anyone's limits).
     account: str = ""
 
     def __post_init__(self) -> None:

@@ -10,7 +10,9 @@ can carry them), `refresh_used:<jti>` (TTL = the refresh token's remaining life)
 
 from __future__ import annotations
 
+import base64
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -28,6 +30,24 @@ from .users import UserRecord, Users
 
 log = logging.getLogger("infergate.auth")
 REQUIRED = ["exp", "iat", "iss", "aud", "sub", "jti"]
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def canonical_segment(segment: str) -> bool:
+    """Unpadded base64url as RFC 7515 writes it, and the only spelling of its bytes (no
+    spare bits set in the last character). PyJWT accepts `=` padding on purpose (some
+    issuers add it), so `<token>==` verified as the token itself; we issue unpadded
+    tokens only, and accept nothing but that exact text, whatever a PyJWT version allows."""
+    if len(segment) % 4 == 1 or not _B64URL.fullmatch(segment):
+        return False
+    raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode() == segment
+
+
+def canonical_jws(token: str) -> bool:
+    """Three segments, each canonical: only the exact text we signed is accepted."""
+    segments = token.split(".")
+    return len(segments) == 3 and all(canonical_segment(s) for s in segments)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +96,10 @@ class Tokens:
         )
 
     def decode(self, token: str, kind: str) -> dict[str, Any]:
-        """Signature, algorithm, kid, required claims, iss, aud, exp and type; or 401."""
+        """Canonical form, signature, algorithm, kid, required claims, iss, aud, exp and
+        type; or 401."""
+        if not canonical_jws(token):
+            raise Unauthorized()
         try:
             header = jwt.get_unverified_header(token)
             key = self._keys.verifier(header.get("kid"))

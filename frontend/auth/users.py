@@ -12,6 +12,7 @@ import orjson
 from ..errors import Conflict, NotFound, StateUnavailable
 from ..state.store import StateStore
 from .outage import OutageCache
+from .password_policy import check_new_password, common_passwords
 from .passwords import Passwords
 from .principal import Principal, Role
 
@@ -46,6 +47,7 @@ class Users:
     ) -> None:
         self._store = store
         self._passwords = passwords
+        common_passwords()  # read the blocklist now (tens of ms), not in a request
         self._seen: OutageCache[UserRecord] = OutageCache(fail_open, outage_cache_s)
 
     def remember(self, record: UserRecord) -> None:
@@ -70,6 +72,9 @@ class Users:
         return UserRecord(**orjson.loads(raw)) if raw else None
 
     async def create(self, username: str, password: str, role: Role, tier: str) -> UserRecord:
+        # Before the name is claimed: a refused password must not leave it taken. Any
+        # future way to set a password goes through the same check.
+        check_new_password(password, username)
         user_id = secrets.token_hex(8)
         name = username.lower()
         if not await self._store.put(f"username:{name}", user_id.encode(), only_if_absent=True):
@@ -115,10 +120,13 @@ class Users:
         await self._save(record)
         return record
 
-    async def check_password(self, username: str, password: str) -> UserRecord | None:
+    async def check_password(
+        self, username: str, password: str, priority: bool = False
+    ) -> UserRecord | None:
         raw_id = await self._store.get(f"username:{username.lower()}")
         record = await self.get(raw_id.decode()) if raw_id else None
-        ok = await self._passwords.verify(record.password_hash if record else None, password)
+        stored = record.password_hash if record else None
+        ok = await self._passwords.verify(stored, password, priority)
         if not ok or record is None or record.disabled:
             return None
         return record

@@ -51,7 +51,14 @@ class KeyList(BaseModel):
 
 class UserCreate(Strict):
     username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
-    password: str = Field(min_length=12, max_length=256)
+    password: str = Field(
+        min_length=12,
+        max_length=256,
+        description=(
+            "12 to 256 characters after Unicode NFKC normalisation; no control characters,"
+            " not whitespace only, not a common password, a run or the username"
+        ),
+    )
     role: Role = "user"
     tier: str | None = Field(None, max_length=64)
 

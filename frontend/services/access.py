@@ -1,14 +1,13 @@
-"""What the access-control routes do, beneath the routes: tier checks, login throttling,
-ownership, usage reports."""
+"""What the access-control routes do, beneath the routes: tier checks, login, ownership,
+usage reports."""
 
 from __future__ import annotations
 
 from ..access import Access
 from ..auth.principal import Principal, Role
 from ..auth.tokens import TokenPair
-from ..errors import InputInvalid, RateLimited, Unauthorized
+from ..errors import InputInvalid, Unauthorized
 from ..settings import AuthSettings
-from ..state.store import Window
 
 MAX_OWN_KEYS = 20
 
@@ -39,7 +38,10 @@ async def create_key(
 
 
 async def create_own_key(access: Access, by: Principal, name: str) -> dict:
-    """A key for the caller itself: role user, same account (so the same limits)."""
+    """A key for the caller itself: role user, same account (so the same limits and
+    token budget). A user's keys act as the user; a key minted by a standalone key has
+    owner `key:<that key>` and acts as that key (its tier; revoking it ends them too).
+    Keys minted by such a child belong to the same standalone key: the group stays flat."""
     if len(await access.keys.listing(by.owner)) >= MAX_OWN_KEYS:
         raise InputInvalid(f"at most {MAX_OWN_KEYS} keys per owner; revoke one first")
     owner = by.owner if by.owner.startswith(("user:", "key:")) else None
@@ -47,16 +49,14 @@ async def create_own_key(access: Access, by: Principal, name: str) -> dict:
     return {**record.public(), "key": key}
 
 
-async def login(access: Access, settings: AuthSettings, username: str, password: str) -> TokenPair:
-    # Per-name throttle against password guessing, counted before the (costly) hash check.
-    window = Window(f"login:{username.lower()}", settings.login_attempts_per_minute, 60)
-    hit = await access.store.hit_windows([window])
-    if not hit.allowed:
-        retry = max(1, -(-hit.reset_ms[0] // 1000))
-        raise RateLimited("too many login attempts for this user", retry)
-    user = await access.users.check_password(username, password)
+async def login(access: Access, username: str, password: str, client: str) -> TokenPair:
+    # Budgets first (frontend/auth/login_throttle.py): an attempt over budget is refused
+    # before the costly hash, and a known client hashes in the priority lane.
+    admitted = await access.logins.admit(username, client)
+    user = await access.users.check_password(username, password, priority=admitted.known)
     if user is None:
         raise Unauthorized("wrong username or password")
+    await access.logins.succeeded(admitted)
     return access.tokens.issue(user)
 
 

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from frontend.auth.jwt_keys import SigningKeys
 from frontend.auth.principal import Principal
+from frontend.auth.tokens import canonical_jws
 from frontend.errors import QuotaExceeded
 from frontend.observability.logging import JsonFormatter
 from frontend.observability.metrics import Metrics
@@ -189,6 +190,43 @@ def test_objects_of_another_principal_are_404(app_client):
     assert key_id in {k["id"] for k in app_client.get("/v1/admin/keys").json()["data"]}
 
 
+def test_keys_minted_by_a_standalone_key_share_its_account(app_client):
+    """Issue 11 item 3: each child used to get its own account, counters and token budget
+    (3 children: 30 extra requests a minute). Now a child acts as the key that minted it:
+    its account, its tier (followed at once) and its life (revoked with it)."""
+    parent = new_key(app_client, tier="free")  # 10/minute
+    children = []
+    for i in range(3):  # 3 of the parent's 10 requests
+        r = app_client.post("/v1/keys", json={"name": f"child{i}"}, headers=as_key(parent["key"]))
+        assert r.status_code == 201, r.text
+        children.append(r.json())
+    # A child's child joins the same group (flat), not a new account.
+    r = app_client.post("/v1/keys", json={"name": "g"}, headers=as_key(children[0]["key"]))
+    assert r.status_code == 201 and r.json()["owner"] == f"key:{parent['id']}"
+    children.append(r.json())
+    keys = [parent["key"]] + [c["key"] for c in children]
+    for child in children:
+        usage = app_client.get("/v1/usage", headers=as_key(child["key"])).json()
+        assert (
+            usage["account"] == f"key:{parent['id']}" and usage["subject"] == f"key:{child['id']}"
+        )
+        assert usage["tokens"]["limit"] == 20_000  # the parent's one budget
+    served = 0
+    for i in range(60):
+        r = app_client.get("/v1/models", headers=as_key(keys[i % len(keys)]))
+        assert r.status_code in (200, 429), r.text
+        served += r.status_code == 200
+    assert served == 10 - 4  # 0 extra requests through the children in this window
+    # The parent's tier applies to its children at once ...
+    app_client.patch(f"/v1/admin/keys/{parent['id']}", json={"tier": "pro"})
+    r = app_client.get("/v1/models", headers=as_key(children[1]["key"]))
+    assert r.status_code == 200 and r.headers["X-RateLimit-Limit"] == "100"
+    # ... and revoking the parent ends them: a leaked key cannot outlive itself in children.
+    app_client.delete(f"/v1/admin/keys/{parent['id']}")
+    for key in keys:
+        assert app_client.get("/v1/models", headers=as_key(key)).status_code == 401
+
+
 def test_admin_cannot_be_made_through_self_service(app_client):
     user_key = new_key(app_client, role="user")["key"]
     r = app_client.post("/v1/keys", json={"name": "x", "role": "admin"}, headers=as_key(user_key))
@@ -256,7 +294,8 @@ def test_windows_are_all_or_nothing_and_reset():
     asyncio.run(run())
 
 
-def test_login_attempts_are_throttled_per_user(tmp_path):
+def test_login_attempts_are_throttled_per_user_and_client(tmp_path):
+    # The other budgets, and the owner from another client: tests/unit/test_login_throttle.py
     client = _client(
         tmp_path,
         FakeTriton(),
@@ -335,6 +374,46 @@ def test_jwt_attack_matrix_is_refused_with_401(app_client):
         assert r.status_code == 401, (name, r.status_code)
     # The legit token still works after all that.
     assert app_client.get("/v1/models", headers=bearer(pair["access_token"])).status_code == 200
+
+
+def _sibling(char: str) -> str:
+    """Another base64url character with the same top 2 bits: as the last character of an
+    86-character segment (64 bytes) it decodes to the same bytes."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    i = alphabet.index(char)
+    return alphabet[(i & ~15) | ((i + 1) & 15)]
+
+
+def test_jwt_in_non_canonical_base64url_is_refused(app_client):
+    """Issue 11 item 14: `==` appended was accepted (PyJWT allows padding). Only the exact
+    text that was signed is accepted now; the other variants are refused by PyJWT 2.15
+    too, and by our own check whatever a PyJWT version allows."""
+    new_user(app_client, "dan")
+    pair = login(app_client, "dan")
+    token = pair["access_token"]
+    header, payload, signature = token.split(".")
+    assert len(signature) == 86
+    variants = {
+        "padding after the signature": f"{token}==",
+        "one = after the signature": f"{token}=",
+        "padding after the header": f"{header}==.{payload}.{signature}",
+        "padding after the payload": f"{header}.{payload}==.{signature}",
+        "same bytes, other last character": f"{header}.{payload}.{signature[:-1]}"
+        + _sibling(signature[-1]),
+        "a character outside base64url": f"{header}.{payload}.{signature[:40]}+{signature[41:]}",
+        "a space inside": f"{header}.{payload}.{signature[:40]} {signature[41:]}",
+    }
+    assert canonical_jws(token)
+    for name, variant in variants.items():
+        assert not canonical_jws(variant), name  # refused by our check, before PyJWT
+        r = app_client.get("/v1/models", headers=bearer(variant))
+        assert r.status_code == 401, (name, r.status_code)
+    # The refresh token is held to the same rule (and the refused try does not use it up).
+    r = app_client.post("/v1/auth/refresh", json={"refresh_token": pair["refresh_token"] + "=="})
+    assert r.status_code == 401
+    r = app_client.post("/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert r.status_code == 200
+    assert app_client.get("/v1/models", headers=bearer(token)).status_code == 200
 
 
 def test_refresh_rotates_and_reuse_revokes_the_family(app_client):

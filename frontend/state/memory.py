@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from .store import DailyReservation, Window, WindowHit
 
 DAY = 86_400
+SWEEP_MIN = 4096
 
 
 class MemoryStore:
@@ -19,6 +20,20 @@ class MemoryStore:
         self._sets: dict[str, set[str]] = {}
         self._counters: dict[str, tuple[int, float]] = {}  # key -> (count, expires monotonic)
         self._hashes: dict[str, dict[str, int]] = {}
+        # Expired values and windows are dropped in a sweep once the maps have doubled since
+        # the last one (amortised O(1) per write): a flood of one-off keys (login attempts
+        # from many addresses) must not grow memory without bound, as Redis' TTLs ensure.
+        self._sweep_at = SWEEP_MIN
+
+    def _sweep_if_due(self) -> None:
+        if len(self._values) + len(self._counters) < self._sweep_at:
+            return
+        now = time.monotonic()
+        self._values = {
+            k: item for k, item in self._values.items() if item[1] is None or item[1] > now
+        }
+        self._counters = {k: item for k, item in self._counters.items() if item[1] > now}
+        self._sweep_at = max(SWEEP_MIN, 2 * (len(self._values) + len(self._counters)))
 
     async def ping(self) -> None:
         return None
@@ -46,6 +61,7 @@ class MemoryStore:
             return False
         expires = time.monotonic() + ttl_s if ttl_s is not None else None
         self._values[key] = (value, expires)
+        self._sweep_if_due()
         return True
 
     async def add_member(self, key: str, member: str) -> None:
@@ -68,6 +84,7 @@ class MemoryStore:
             state = [(count + cost, expires) for count, expires in state]
             for w, item in zip(windows, state, strict=True):
                 self._counters[w.key] = item
+            self._sweep_if_due()
         return WindowHit(
             allowed,
             tuple(c for c, _ in state),

@@ -12,12 +12,14 @@ import argparse
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 EXAMPLES = """
 infergate is up at http://{host}:{port}  (docs: http://{host}:{port}/docs)
@@ -108,6 +110,10 @@ def _with_parent_death_signal(cmd: list[str]) -> list[str]:
 
 def _start_triton(args: argparse.Namespace) -> subprocess.Popen[str]:
     """The launcher runs as its own process: export and frontend share no imports."""
+    # Triton's admin APIs (repository control, logging, ...) want a key: a random one per
+    # launch unless one is configured, given to the launcher (a child) and to the
+    # frontend's workers (settings.triton.admin_key) through the environment.
+    os.environ.setdefault("INFERGATE_TRITON__ADMIN_KEY", secrets.token_urlsafe(32))
     cmd = [
         sys.executable,
         "-m",
@@ -140,6 +146,14 @@ def _start_triton(args: argparse.Namespace) -> subprocess.Popen[str]:
     return proc
 
 
+def _server_options() -> dict[str, Any]:
+    """uvicorn with the slow-client and size limits of INFERGATE_SERVER__* (issue 11)."""
+    from .server import uvicorn_options
+    from .settings import Settings
+
+    return uvicorn_options(Settings().server)
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -155,6 +169,7 @@ def serve(args: argparse.Namespace) -> int:
         # Must be set before any worker imports prometheus_client.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="infergate-metrics-")
     print(EXAMPLES.format(host=args.host, port=args.port, key_hint=key_hint), flush=True)
+    _sigterm_like_sigint()
     try:
         uvicorn.run(
             "frontend.app:create_app",
@@ -162,17 +177,37 @@ def serve(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             workers=args.workers,
-            loop="uvloop",
-            http="httptools",
             access_log=False,
             log_config=None,
             timeout_graceful_shutdown=30,
+            **_server_options(),
         )
     finally:
-        if triton is not None and triton.poll() is None:
-            triton.terminate()
-            triton.wait(60)
+        if triton is not None:
+            _stop_triton(triton)
     return 0
+
+
+def _sigterm_like_sigint() -> None:
+    """uvicorn re-raises the stop signal once it has shut down. SIGTERM's default action
+    would then end this process at once (exit -15), before the `finally` stops Triton
+    (left to the parent-death signal, after this process is gone). Raised as
+    KeyboardInterrupt, as SIGINT is, uvicorn.run returns and `serve` ends with 0 once
+    Triton has stopped."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def _stop_triton(launcher: subprocess.Popen[str]) -> None:
+    """SIGTERM the launcher, which stops Triton and its backend stubs (a few seconds: the
+    chat model ends its generations at once); SIGKILL if it hangs (Triton then gets its
+    parent-death signal)."""
+    if launcher.poll() is None:
+        launcher.terminate()
+    try:
+        launcher.wait(45)
+    except subprocess.TimeoutExpired:
+        launcher.kill()
+        launcher.wait(10)
 
 
 def main(argv: list[str] | None = None) -> int:

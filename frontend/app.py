@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
@@ -21,13 +23,16 @@ from .api import (
 from .lifespan import lifespan
 from .middleware.body_guard import BodyGuardMiddleware
 from .middleware.disconnect import DisconnectCancelMiddleware
+from .middleware.head import HeadAsGetMiddleware
 from .middleware.observe import ObserveMiddleware
 from .middleware.request_id import RequestIdMiddleware
 from .middleware.response_headers import ResponseHeadersMiddleware
 from .middleware.security_headers import SecurityHeadersMiddleware
+from .middleware.worker_id import WorkerIdMiddleware
 from .observability.logging import configure_logging
 from .observability.metrics import Metrics
 from .responses import OrjsonResponse
+from .services.health import ReadinessCache
 from .settings import Settings
 
 DESCRIPTION = """
@@ -60,13 +65,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.started = False
-    app.state.metrics = Metrics()
+    # infergate_redis_up only where there is a Redis to be up or down.
+    app.state.metrics = Metrics(redis_configured=settings.redis.url is not None)
+    app.state.readiness = ReadinessCache(settings.triton.ready_cache_s)
     handlers.install(app)
     routers = (predict, embeddings, chat, models, auth, usage, keys, admin, routing_admin, health)
     for module in routers:
         app.include_router(module.router)
 
     # Added innermost first: the last one added is the outermost.
+    app.add_middleware(HeadAsGetMiddleware)  # innermost: logs and metrics still see HEAD
     app.add_middleware(ResponseHeadersMiddleware)
     app.add_middleware(
         BodyGuardMiddleware,
@@ -78,7 +86,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.cors.allow_origins,
             allow_credentials=settings.cors.allow_credentials,
-            allow_methods=["GET", "POST", "DELETE"],
+            # Whatever the routes take (PUT/PATCH for a browser admin page included).
+            allow_methods=_route_methods(routers),
+            max_age=settings.cors.max_age_s,
             allow_headers=[
                 "Authorization",
                 "Content-Type",
@@ -99,10 +109,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(DisconnectCancelMiddleware)
     app.add_middleware(ObserveMiddleware, metrics=app.state.metrics)
-    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(
+        SecurityHeadersMiddleware,
+        hsts_max_age_s=settings.server.hsts_max_age_s,
+        always_hsts=settings.server.behind_tls_proxy,
+    )
     app.add_middleware(RequestIdMiddleware)
+    if settings.environment == "test":
+        app.add_middleware(WorkerIdMiddleware)  # outermost: on every answer, errors included
     _document_tiers(app, sorted(settings.auth.tiers))
     return app
+
+
+def _route_methods(routers: tuple[ModuleType, ...]) -> list[str]:
+    methods = {
+        method
+        for module in routers
+        for route in module.router.routes
+        for method in getattr(route, "methods", None) or ()
+    }
+    return sorted(methods)
 
 
 def _document_tiers(app: FastAPI, tiers: list[str]) -> None:

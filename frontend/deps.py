@@ -13,7 +13,7 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 
 from .access import Access
 from .auth.principal import Principal
-from .errors import Forbidden
+from .errors import Forbidden, PayloadTooLarge
 from .services.catalog import Catalog
 from .services.generation import GenerationService
 from .services.inference import InferenceService
@@ -51,6 +51,22 @@ CatalogDep = Annotated[Catalog, Depends(_catalog)]
 InferenceDep = Annotated[InferenceService, Depends(_inference)]
 GenerationDep = Annotated[GenerationService, Depends(_generation)]
 RequestIdDep = Annotated[str, Depends(_request_id)]
+
+
+async def _generation_body_cap(request: Request) -> None:
+    """The generation routes' own body cap, far below the global one (BodyGuardMiddleware):
+    the model's single instance tokenizes the prompt, so one large body would stall every
+    stream. FastAPI has already read the body (within the global cap); this refuses it
+    before it is validated, and long before Triton sees it."""
+    limit = request.app.state.settings.generation.max_body_bytes
+    if len(await request.body()) > limit:
+        raise PayloadTooLarge(
+            f"request body exceeds {limit} bytes (the text-generation routes' limit)",
+            details={"limit_bytes": limit},
+        )
+
+
+GenerationBodyCap = Depends(_generation_body_cap)  # a route's `dependencies=[...]`
 ModelVersionHeader = Annotated[
     str | None,
     Header(

@@ -2,14 +2,21 @@
 
     InfergateError                          500 internal_error
     ├── BadRequest                          400 bad_request
-    │   └── JsonTooDeep                     400 json_too_deep
+    │   ├── JsonTooDeep                     400 json_too_deep
+    │   ├── PromptTooLong                   400 prompt_too_long
+    │   └── DuplicateJsonKey                400 duplicate_json_key
     ├── Unauthorized                        401 unauthorized           (+ WWW-Authenticate)
     ├── Forbidden                           403 forbidden
     ├── Conflict                            409 conflict
     ├── InputInvalid                        422 validation_error
     ├── RateLimited                         429 rate_limited           (+ Retry-After)
     │   └── QuotaExceeded                   429 token_quota_exceeded   (+ Retry-After)
+    ├── RequestTimeout                      408 request_timeout        (the server; closes)
+    ├── PreconditionFailed                  412 precondition_failed
     ├── PayloadTooLarge                     413 payload_too_large
+    ├── UriTooLong                          414 uri_too_long           (the server)
+    ├── UnsupportedEncoding                 415 unsupported_encoding
+    ├── HeaderTooLarge                      431 header_too_large       (the server)
     ├── NotFound                            404 not_found
     │   ├── ModelNotFound                   404 model_not_found
     │   └── VersionNotFound                 404 version_not_found
@@ -53,6 +60,17 @@ class BadRequest(InfergateError):
 
 class JsonTooDeep(BadRequest):
     code = "json_too_deep"
+
+
+class DuplicateJsonKey(BadRequest):
+    code = "duplicate_json_key"
+
+
+class PromptTooLong(BadRequest):
+    """A generation prompt over the frontend's character cap, refused before the model
+    tokenizes it (one oversized prompt would stall the model's single instance)."""
+
+    code = "prompt_too_long"
 
 
 class Unauthorized(InfergateError):
@@ -100,8 +118,33 @@ class InputInvalid(InfergateError):
     status, code = 422, "validation_error"
 
 
+class PreconditionFailed(InfergateError):
+    """A conditional request whose condition is false on a method other than GET/HEAD
+    (RFC 9110 13.1.2: `If-None-Match: *` on POST)."""
+
+    status, code = 412, "precondition_failed"
+
+
 class PayloadTooLarge(InfergateError):
     status, code = 413, "payload_too_large"
+
+
+class RequestTimeout(InfergateError):
+    status, code = 408, "request_timeout"
+
+
+class UriTooLong(InfergateError):
+    status, code = 414, "uri_too_long"
+
+
+class UnsupportedEncoding(InfergateError):
+    """A body that is not UTF-8 (JSON bodies must be, RFC 8259)."""
+
+    status, code = 415, "unsupported_encoding"
+
+
+class HeaderTooLarge(InfergateError):
+    status, code = 431, "header_too_large"
 
 
 class NotFound(InfergateError):

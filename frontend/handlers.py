@@ -8,6 +8,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import Scope
 
 from .errors import (
     BadRequest,
@@ -52,7 +54,8 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         error = NotFound(f"no route {request.url.path}")
     elif exc.status_code == 405:
-        error = MethodNotAllowed(f"method {request.method} is not allowed on {request.url.path}")
+        method = "HEAD" if getattr(request.state, "head_as_get", False) else request.method
+        error = MethodNotAllowed(f"method {method} is not allowed on {request.url.path}")
     elif exc.status_code == 413:
         error = PayloadTooLarge(str(exc.detail))
     elif exc.status_code < 500:
@@ -63,7 +66,30 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     response.status_code = exc.status_code
     for key, value in (exc.headers or {}).items():
         response.headers[key] = value
+    if exc.status_code == 405:
+        response.headers["Allow"] = ", ".join(allowed_methods(request.app, request.scope))
     return response
+
+
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(app: Any, scope: Scope) -> list[str]:
+    """Every method the path takes, across all of its routes (Starlette's 405 names only
+    the methods of the first route that matched the path, e.g. GET of GET/PUT/DELETE).
+    Asks each route whether it would take the request with another method: the routes'
+    own matching, so path converters and included routers count as they do for real.
+    HEAD goes with GET (HeadAsGetMiddleware)."""
+    # Without FastAPI's per-request routing state, which matching writes into.
+    base = {k: v for k, v in scope.items() if k not in ("fastapi", "route", "endpoint")}
+    allowed = [
+        method
+        for method in _METHODS
+        if any(r.matches({**base, "method": method})[0] is Match.FULL for r in app.router.routes)
+    ]
+    if "GET" in allowed:
+        allowed.insert(1, "HEAD")
+    return allowed
 
 
 def install(app: FastAPI) -> None:

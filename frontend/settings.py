@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,17 +55,24 @@ class TritonSettings(BaseModel):
     url: str = "127.0.0.1:8001"
     # Seconds; every call has a deadline. Per-model overrides in `timeouts`.
     default_timeout_s: float = Field(10.0, gt=0, le=600)
-    timeouts: dict[str, float] = Field(default_factory=dict)
+    timeouts: dict[str, Annotated[float, Field(gt=0, le=600)]] = Field(default_factory=dict)
     health_timeout_s: float = Field(1.0, gt=0, le=30)
+    # /health/ready is unauthenticated and each check asks Triton 1 + models questions:
+    # its answer is reused for this long, so a flood costs Triton at most one check per
+    # interval per worker (0: check on every call, concurrent callers still share one).
+    ready_cache_s: float = Field(1.0, ge=0, le=30)
     # Retries only for UNAVAILABLE before the request reached Triton (connect failures).
     connect_retries: int = Field(1, ge=0, le=5)
     # gRPC reconnect backoff: the default grows to 120 s, which would keep the frontend
-    # failing long after Triton is back (RELIABILITY row 6).
-    max_reconnect_backoff_ms: int = Field(1000, ge=100)
+    # failing long after Triton is back (docs/reliability.md: Triton killed).
+    max_reconnect_backoff_ms: int = Field(1000, ge=100, le=60_000)
     # Models that must be ready for /health/ready; others only degrade it. Empty: all.
     required_models: list[str] = Field(default_factory=list)
     # Where the generated repository's model cards are read from.
     model_repository: Path = Path("model_repository")
+    # The key of Triton's restricted admin APIs (the repository index, read for model
+    # states, is one): `serve` makes a random one per launch and gives it to both sides.
+    admin_key: SecretStr | None = None
 
     def timeout_for(self, model: str) -> float:
         return self.timeouts.get(model, self.default_timeout_s)
@@ -77,16 +84,16 @@ class RedisSettings(BaseModel):
     connect_timeout_s: float = Field(0.25, gt=0, le=10)
     # Upper bound on any one state operation, retries included.
     deadline_s: float = Field(0.5, gt=0, le=10)
-    max_connections: int = Field(256, ge=4)
+    max_connections: int = Field(256, ge=4, le=10_000)
 
 
 class LimitSettings(BaseModel):
-    max_body_bytes: int = Field(1 << 20, ge=1024)
+    max_body_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
     max_json_depth: int = Field(64, ge=2, le=512)
     max_batch_items: int = Field(256, ge=1, le=256)  # Triton's max_batch_size is 256
-    max_input_chars: int = Field(20_000, ge=1)
-    max_batch_chars: int = Field(1_000_000, ge=1)
-    max_top_k: int = Field(20, ge=1)
+    max_input_chars: int = Field(20_000, ge=1, le=1_000_000)
+    max_batch_chars: int = Field(1_000_000, ge=1, le=64_000_000)
+    max_top_k: int = Field(20, ge=1, le=1000)
 
 
 class Tier(BaseModel):
@@ -95,7 +102,7 @@ class Tier(BaseModel):
     prompt tokens for the text-generation routes (None: no cap)."""
 
     rate: list[str] = Field(default_factory=list)
-    tokens_per_day: int | None = Field(None, ge=0)
+    tokens_per_day: int | None = Field(None, ge=0, le=10**15)
 
     @field_validator("rate")
     @classmethod
@@ -163,7 +170,7 @@ class AuthSettings(BaseModel):
     redis_probe_s: float = Field(0.25, gt=0, le=60)
     # Fail-open only: API keys and users seen within this many seconds keep working while
     # Redis is down (revocations made during the outage cannot be seen).
-    outage_cache_s: float = Field(300.0, ge=0)
+    outage_cache_s: float = Field(300.0, ge=0, le=86_400)
     # Login throttling (POST /v1/auth/token), all counted before the password is hashed
     # (frontend/auth/login_throttle.py). Per username + client address: a guesser is slowed
     # without locking the owner out from elsewhere.
@@ -181,7 +188,7 @@ class AuthSettings(BaseModel):
     login_hash_concurrency: int = Field(2, ge=1, le=32)
     login_max_waiting: int = Field(8, ge=0, le=1024)
     # last-used time of a key is written at most this often per key and worker.
-    last_used_interval_s: float = Field(60.0, ge=0)
+    last_used_interval_s: float = Field(60.0, ge=0, le=86_400)
 
     @field_validator("bootstrap_admin_key")
     @classmethod
@@ -204,8 +211,9 @@ class CacheSettings(BaseModel):
     # asked by timing a hit); "shared": one cache for the whole deployment.
     scope: Literal["tenant", "shared"] = "tenant"
     ttl_s: int = Field(3600, ge=1, le=30 * 86_400)
-    ttls: dict[str, int] = Field(default_factory=dict)  # per model
-    max_memory_items: int = Field(50_000, ge=1)  # the in-process LRU (no Redis)
+    # per model
+    ttls: dict[str, Annotated[int, Field(ge=1, le=30 * 86_400)]] = Field(default_factory=dict)
+    max_memory_items: int = Field(50_000, ge=1, le=10_000_000)  # the in-process LRU (no Redis)
 
 
 class RoutingSettings(BaseModel):
@@ -232,18 +240,74 @@ class GenerationSettings(BaseModel):
     timeout_s: float = Field(300.0, gt=0, le=3600)
     # The longest wait between two responses of one stream (a stalled model).
     idle_timeout_s: float = Field(60.0, gt=0, le=600)
-    default_chat_max_tokens: int = Field(256, ge=1)
-    default_completion_max_tokens: int = Field(16, ge=1)  # OpenAI's default
+    default_chat_max_tokens: int = Field(256, ge=1, le=1_000_000)
+    default_completion_max_tokens: int = Field(16, ge=1, le=1_000_000)  # OpenAI's default
+    # Refused in the frontend, before the model's single instance tokenizes anything
+    # (a 1 MB prompt held it for 1.4 s): the request body (413) and the prompt's
+    # characters, every message's content together (400 prompt_too_long). The body cap
+    # leaves room for a prompt at the character cap sent with every character escaped.
+    max_body_bytes: int = Field(256 * 1024, ge=1024, le=1 << 20)
+    max_prompt_chars: int = Field(16_384, ge=1, le=1_000_000)
 
 
 class CorsSettings(BaseModel):
     allow_origins: list[str] = Field(default_factory=list)  # empty: CORS off
     allow_credentials: bool = False
+    # How long a browser may cache a preflight answer (browsers cap it: Chromium 2 h).
+    max_age_s: int = Field(600, ge=0, le=86_400)
 
     @model_validator(mode="after")
     def no_wildcard_with_credentials(self) -> CorsSettings:
         if self.allow_credentials and "*" in self.allow_origins:
             raise ValueError("CORS: '*' cannot be combined with allow_credentials")
+        return self
+
+
+class ServerSettings(BaseModel):
+    """The HTTP server of `python -m frontend serve` (frontend/server/): what closes slow
+    or oversized requests before the app sees them. Per worker process."""
+
+    # From a connection's opening (or a kept-alive connection's next first byte) to the
+    # end of the request head; an idle new connection is closed at the same deadline.
+    header_timeout_s: float = Field(10.0, gt=0, le=60)
+    # From the end of the head to the end of the body (a 1 MiB body needs < 1 Mbit/s).
+    body_timeout_s: float = Field(15.0, gt=0, le=300)
+    # An idle kept-alive connection is closed after this.
+    keep_alive_s: float = Field(5.0, gt=0, le=300)
+    # The request head (request line + header fields) in bytes, and its field count: 431.
+    max_header_bytes: int = Field(64 * 1024, ge=4096, le=1 << 20)
+    max_header_fields: int = Field(100, ge=16, le=1000)
+    # The request target (path + query): 414.
+    max_url_bytes: int = Field(8192, ge=256, le=65_536)
+    # Authorization / X-API-Key values: no real credential is longer (431, before parsing).
+    max_credential_bytes: int = Field(4096, ge=256, le=65_536)
+    # Open connections; past it a new one gets 503 and is closed.
+    max_connections: int = Field(1000, ge=1, le=100_000)
+    # Strict-Transport-Security goes on every response served over TLS, and on all of them
+    # when a TLS-terminating proxy is in front (it cannot be seen from here otherwise).
+    behind_tls_proxy: bool = False
+    hsts_max_age_s: int = Field(31_536_000, ge=0, le=63_072_000)
+    # Serve TLS directly (both or neither).
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or networks):
+    # the client address (logs, per-client limits) and the scheme (HSTS) come from them.
+    # Never "*": any client could then choose its own address.
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def proxies_are_addresses(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            ipaddress.ip_network(item, strict=False)  # ValueError on "*" or a name
+        return value
+
+    @model_validator(mode="after")
+    def tls_pair(self) -> ServerSettings:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("server.tls_certfile and server.tls_keyfile go together")
         return self
 
 
@@ -270,6 +334,7 @@ class Settings(BaseSettings):
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
     # Set by `python -m frontend` when it runs several workers (metrics in files).
     prometheus_multiproc_dir: Path | None = None
 

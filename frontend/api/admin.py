@@ -177,5 +177,6 @@ async def cache_purge_model(
 async def cache_purge_version(
     model: str, version: str, _: AdminDep, request: Request, catalog: CatalogDep
 ) -> object:
-    catalog.resolve_version(catalog.get(model), version)
-    return await _purge(request, model, version)
+    # The resolved number, not the text: "02" purges version 2's entries.
+    resolved = catalog.resolve_version(catalog.get(model), version)
+    return await _purge(request, model, str(resolved))

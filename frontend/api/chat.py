@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from sse_starlette import ServerSentEvent
 
-from ..deps import GenerationDep, LimitedDep, RequestIdDep
+from ..deps import GenerationBodyCap, GenerationDep, LimitedDep, RequestIdDep
 from ..schemas.chat import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -114,6 +114,7 @@ async def _answer(request: Request, g: Generation, body: SamplingFields, shape: 
     "/chat/completions",
     response_model=ChatCompletionResponse,
     responses=RESPONSES,
+    dependencies=[GenerationBodyCap],
     summary="OpenAI-compatible chat completion (any role; streams with `stream: true`)",
 )
 async def chat_completions(
@@ -131,6 +132,7 @@ async def chat_completions(
     "/completions",
     response_model=CompletionResponse,
     responses=RESPONSES,
+    dependencies=[GenerationBodyCap],
     summary="OpenAI-compatible text completion of a raw prompt (any role)",
 )
 async def completions(

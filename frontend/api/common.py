@@ -6,6 +6,7 @@ from fastapi import Request
 from starlette.responses import Response
 
 from ..auth.principal import Principal
+from ..errors import PreconditionFailed
 from ..responses import OrjsonResponse
 from ..services.inference import Answer, CallContext
 
@@ -25,10 +26,20 @@ def call_context(request: Request, caller: Principal) -> CallContext:
 
 
 def _etag_matches(if_none_match: str, etag: str) -> bool:
-    if if_none_match.strip() == "*":
-        return True
     tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
     return etag in tags
+
+
+def _check_no_current_representation(request: Request) -> None:
+    """`If-None-Match: *` asks for the method only when no representation exists; an
+    answer always does, so the condition is false: 412 on POST (RFC 9110 13.1.2; 304 is
+    for GET and HEAD only). Checked once the answer is known, so that a request that
+    fails anyway (404, 422, ...) keeps its own error, as RFC 9110 13.2.1 wants."""
+    if request.headers.get("if-none-match", "").strip() == "*":
+        raise PreconditionFailed(
+            "If-None-Match: * cannot hold: this request always has an answer",
+            details={"header": "If-None-Match"},
+        )
 
 
 def answer_response(request: Request, answer: Answer) -> Response:
@@ -40,6 +51,7 @@ def answer_response(request: Request, answer: Answer) -> Response:
         answer.version,
         answer.triton_seconds,
     )
+    _check_no_current_representation(request)
     request.app.state.metrics.batch_items.labels(answer.model).observe(answer.items)
     if answer.triton_seconds:
         request.app.state.metrics.triton_time.labels(answer.model, answer.version).observe(

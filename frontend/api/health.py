@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from typing import Any
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -38,14 +41,18 @@ async def startup(request: Request) -> object:
 async def ready(
     request: Request, settings: SettingsDep, triton: TritonDep, catalog: CatalogDep
 ) -> object:
-    status, body = await readiness(
-        triton,
-        catalog,
-        settings.triton.required_models,
-        request.app.state.redis,
-        # Fail-closed: without Redis nothing is served, so take this replica out.
-        redis_required=settings.auth.redis_failure_policy == "closed",
-    )
+    def check() -> Awaitable[tuple[int, dict[str, Any]]]:
+        return readiness(
+            triton,
+            catalog,
+            settings.triton.required_models,
+            request.app.state.redis,
+            # Fail-closed: without Redis nothing is served, so take this replica out.
+            redis_required=settings.auth.redis_failure_policy == "closed",
+        )
+
+    # Unauthenticated and unthrottled: a recent answer is reused (ReadinessCache).
+    status, body = await request.app.state.readiness.get(check)
     headers = {"Retry-After": "1"} if status == 503 else None
     return OrjsonResponse(body, status_code=status, headers=headers)
 

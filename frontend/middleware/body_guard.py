@@ -4,6 +4,10 @@
 - A body that grows past the cap while streaming -> 413 as soon as it does.
 - JSON nested deeper than the cap, or not JSON at all -> 400 (the JSON parsers would
   otherwise recurse; a 100 000-deep array must not become a 500).
+- JSON not in UTF-8 (RFC 8259 §8.1), by its bytes or a declared charset -> 415; the
+  standard parser would otherwise guess UTF-16 or UTF-32 and accept it.
+- An object with the same key twice -> 400 (parsers keep the last one silently, so two
+  readers of one body could disagree on what it says).
 Starlette has no default body cap; this is it.
 """
 
@@ -16,10 +20,18 @@ import orjson
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import BadRequest, InfergateError, JsonTooDeep, PayloadTooLarge
+from ..errors import (
+    BadRequest,
+    DuplicateJsonKey,
+    InfergateError,
+    JsonTooDeep,
+    PayloadTooLarge,
+    UnsupportedEncoding,
+)
 from ..responses import send_error
 
 _NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
+_UTF8 = frozenset({"utf-8", "utf8"})
 
 
 class BodyGuardMiddleware:
@@ -35,13 +47,18 @@ class BodyGuardMiddleware:
         request_id = scope.get("state", {}).get("request_id")
         headers = Headers(scope=scope)
         declared = headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+        if declared is not None and (
+            not (declared.isascii() and declared.isdigit()) or int(declared) > self.max_bytes
+        ):
             await send_error(send, self._too_large(), request_id)
             return
-        if "json" not in headers.get("content-type", ""):
+        content_type = headers.get("content-type", "")
+        if "json" not in content_type:
             await self.app(scope, self._counting(receive), send)
             return
         try:
+            if "charset" in content_type.lower():
+                _check_charset(content_type)
             body = await self._read(receive)
             if body:
                 check_json(body, self.max_depth)
@@ -84,27 +101,63 @@ class BodyGuardMiddleware:
         return counted
 
 
+def _check_charset(content_type: str) -> None:
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip(' "').lower() not in _UTF8:
+            raise UnsupportedEncoding("JSON request bodies must be UTF-8")
+
+
 def check_json(body: bytes, max_depth: int) -> Any:
     try:
-        value = orjson.loads(body)
+        value = orjson.loads(body)  # UTF-8 only
     except orjson.JSONDecodeError:
         # orjson refuses lone surrogates that json accepts; those must reach the schema
         # check (422 naming the field), so ask the standard parser before refusing.
-        try:
-            value = json.loads(body)
-        except RecursionError:
-            raise JsonTooDeep(f"JSON nesting exceeds {max_depth} levels") from None
-        except ValueError as exc:
-            raise BadRequest(f"body is not valid JSON: {exc}") from None
-    _check_depth(value, max_depth)
+        value = _parse_strictly(body, max_depth)
+        _check_depth(value, max_depth)
+        return value
+    keys = _check_depth(value, max_depth)
+    # Every key is followed by exactly one colon outside strings: with no more colons in
+    # the body than keys parsed, no key can have been repeated. Only bodies with colons
+    # inside their strings (or a repeated key) pay for the second, exact parse.
+    if body.count(b":") > keys:
+        _parse_strictly(body, max_depth)
     return value
 
 
-def _check_depth(value: Any, max_depth: int) -> None:
+def _parse_strictly(body: bytes, max_depth: int) -> Any:
+    """The standard parser, refusing what it would otherwise accept: another encoding
+    (it guesses UTF-16/32 from the first bytes) and repeated keys."""
+    if json.detect_encoding(body) != "utf-8":  # a BOM, or NULs of UTF-16/32
+        raise UnsupportedEncoding("JSON request bodies must be UTF-8")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UnsupportedEncoding("JSON request bodies must be UTF-8") from None
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise JsonTooDeep(f"JSON nesting exceeds {max_depth} levels") from None
+    except ValueError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        raise DuplicateJsonKey("a JSON object in the body has the same key twice")
+    return value
+
+
+def _check_depth(value: Any, max_depth: int) -> int:
+    """Refuses nesting past the cap; returns how many object keys the value holds."""
+    keys = 0
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, dict):
+            keys += len(item)
             children: list[Any] = list(item.values())
         elif isinstance(item, list):
             children = item
@@ -115,6 +168,7 @@ def _check_depth(value: Any, max_depth: int) -> None:
                 f"JSON nesting exceeds {max_depth} levels", details={"max_depth": max_depth}
             )
         stack.extend((child, depth + 1) for child in children)
+    return keys
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

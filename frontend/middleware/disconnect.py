@@ -1,4 +1,4 @@
-"""Cancel the handler when the client goes away (RELIABILITY row 3).
+"""Cancel the handler when the client goes away (docs/reliability.md: client disconnect).
 
 Starlette does not stop a plain request's handler when its client disconnects, so a
 dropped request would keep Triton busy for nobody. Once the body has been read, a watcher

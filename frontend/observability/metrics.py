@@ -21,8 +21,17 @@ TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 30)
 ITL_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5)
 
 
+class _NotExported:
+    """Stands in for a gauge that must not appear at all: `infergate_redis_up 0` without
+    Redis configured reads as an outage. Even unregistered, a multiprocess gauge would
+    write a 0 into the shared files, so none is created."""
+
+    def set(self, value: float) -> None:
+        del value
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, redis_configured: bool = False) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -66,12 +75,14 @@ class Metrics:
             multiprocess_mode="livesum",
         )
 
-        self.redis_up = Gauge(
-            "infergate_redis_up",
-            "1 while this worker reaches Redis, 0 after a failed call (until one succeeds)",
-            registry=r,
-            multiprocess_mode="livemin",
-        )
+        self.redis_up: Gauge | _NotExported = _NotExported()
+        if redis_configured:
+            self.redis_up = Gauge(
+                "infergate_redis_up",
+                "1 while this worker reaches Redis, 0 after a failed call (until one succeeds)",
+                registry=r,
+                multiprocess_mode="livemin",
+            )
         self.redis_errors = Counter(
             "infergate_redis_errors",
             "Redis calls that failed or were skipped during the cool-down after a failure",

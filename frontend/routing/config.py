@@ -17,25 +17,32 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 Status = Literal["stable", "canary", "deprecated", "retired"]
 
 
-class VersionPolicy(BaseModel):
+class _Strict(BaseModel):
+    """Also a request body (PUT /v1/admin/routing/{model}): no type coercion, as for every
+    request model (versions are strings, `"percent": "10"` or `true` is refused)."""
+
+    model_config = ConfigDict(strict=True)
+
+
+class VersionPolicy(_Strict):
     status: Status = "stable"
     sunset: str | None = Field(None, description="HTTP-date after which it is retired")
     replacement: str | None = Field(None, description="The version to move to")
 
 
-class Rollout(BaseModel):
+class Rollout(_Strict):
     version: str = Field(description="The canary version")
     percent: float = Field(ge=0, le=100)
     allow: list[str] = Field(default_factory=list, max_length=10_000)
     block: list[str] = Field(default_factory=list, max_length=10_000)
 
 
-class Variant(BaseModel):
+class Variant(_Strict):
     version: str
     weight: float = Field(gt=0)
 
@@ -43,7 +50,7 @@ class Variant(BaseModel):
 VariantName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
-class Experiment(BaseModel):
+class Experiment(_Strict):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     # By name (names are unique by construction); buckets are laid out in name order, so
     # the JSON's key order never moves anyone.
@@ -53,12 +60,12 @@ class Experiment(BaseModel):
         return sorted(self.variants.items())
 
 
-class Shadow(BaseModel):
+class Shadow(_Strict):
     version: str
     percent: float = Field(gt=0, le=100)
 
 
-class ModelRouting(BaseModel):
+class ModelRouting(_Strict):
     default: str | None = None
     versions: dict[str, VersionPolicy] = Field(default_factory=dict)
     rollout: Rollout | None = None
@@ -95,5 +102,5 @@ class ModelRouting(BaseModel):
         return self
 
 
-class RoutingConfig(BaseModel):
+class RoutingConfig(_Strict):
     models: dict[str, ModelRouting] = Field(default_factory=dict)

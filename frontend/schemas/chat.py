@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from .common import Strict
+from .common import Integer, PositiveInteger, Strict
 
 NonEmpty = Annotated[str, Field(min_length=1)]
 Stop = NonEmpty | Annotated[list[NonEmpty], Field(min_length=1, max_length=4)] | None
@@ -16,7 +16,9 @@ FinishReason = Literal["stop", "length"]
 
 class ChatMessage(Strict):
     role: Literal["system", "user", "assistant"]
-    content: str = Field(max_length=100_000)
+    # No bound here: the route's body cap bounds it, and every message's content together
+    # is checked against the prompt's character cap (400 prompt_too_long, a setting).
+    content: str
 
 
 class StreamOptions(Strict):
@@ -28,15 +30,15 @@ class SamplingFields(Strict):
 
     model: str = Field(examples=["chat"])
     # The upper bound is the model's (its card); the served OpenAPI names it.
-    max_tokens: int | None = Field(None, ge=1, description="Tokens to generate at most.")
+    max_tokens: PositiveInteger | None = Field(None, description="Tokens to generate at most.")
     temperature: float = Field(1.0, ge=0, le=2, description="0 = greedy (deterministic).")
     top_p: float = Field(1.0, gt=0, le=1)
-    top_k: int = Field(0, ge=0, le=1000, description="Extension: 0 = off.")
+    top_k: Integer = Field(0, ge=0, le=1000, description="Extension: 0 = off.")
     # No bounds in the schema: generators compare huge integer bounds as floats (a
     # "valid" 2**63 + 191 was generated against lt=2**63); any integer is taken modulo 2**63.
-    seed: int | None = Field(None, description="Same seed, same request: same text.")
+    seed: Integer | None = Field(None, description="Same seed, same request: same text.")
     stop: Stop = Field(None, description="Up to 4 sequences; the text ends before them.")
-    n: int = Field(1, ge=1, le=1, description="Only 1 is supported.")
+    n: Integer = Field(1, ge=1, le=1, description="Only 1 is supported.")
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256)
@@ -49,7 +51,7 @@ class SamplingFields(Strict):
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1, max_length=256)
-    max_completion_tokens: int | None = Field(None, ge=1, description="Alias of max_tokens.")
+    max_completion_tokens: PositiveInteger | None = Field(None, description="Alias of max_tokens.")
 
 
 class CompletionRequest(SamplingFields):

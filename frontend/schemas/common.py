@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Every request body: unknown fields refused, and no type coercion (pydantic's strict
+    mode): `true` is not an integer, `"3"` is not a number, `"yes"` is not a boolean.
+    Numbers stay numbers: an integer is accepted where a float is expected, and an
+    integral float where an integer is (`Integer`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _integral_float(value: Any) -> Any:
+    # JSON has one number type, and JSON Schema's "integer" includes 2.0: a client that
+    # serialises a whole number as 2.0 sent an integer. 2.5, true and "2" are left to
+    # strict validation, which refuses them.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+_WHOLE = BeforeValidator(_integral_float)
+Integer = Annotated[int, _WHOLE]
+# Optional fields take their bounds here, before the validator: a Field(ge=1) on
+# `Integer | None` would reach the served OpenAPI as "ge" instead of "minimum".
+PositiveInteger = Annotated[int, Field(ge=1), _WHOLE]
 
 
 class ErrorBody(BaseModel):

@@ -6,14 +6,16 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from .common import Strict
+from .common import PositiveInteger, Strict
 
 
 class EmbeddingRequest(Strict):
     input: str | list[str] = Field(examples=["The food was delicious and the waiter..."])
     model: str = Field(examples=["embed"])
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1, description="Must equal the model's size if set.")
+    dimensions: PositiveInteger | None = Field(
+        None, description="Must equal the model's size if set."
+    )
     user: str | None = Field(None, max_length=256)
 
 

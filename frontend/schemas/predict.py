@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .common import Strict
+from .common import Integer, Strict
 
 
 class PredictRequest(Strict):
@@ -10,11 +10,12 @@ class PredictRequest(Strict):
         description="One text, or a list of texts sent to the model as one batch.",
         examples=["I want to speak to a human", ["how do I renew my policy?", "thanks!"]],
     )
-    top_k: int = Field(1, ge=1, description="How many labels to return per input, best first.")
+    top_k: Integer = Field(1, ge=1, description="How many labels to return per input, best first.")
     return_all_scores: bool = Field(False, description="Also return every label's score.")
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [{"inputs": ["connect me to an agent", "what's the weather"], "top_k": 3}]
         },

@@ -1,6 +1,7 @@
 """Text generation beneath the OpenAI-compatible routes.
 
-`start()` does everything that can still become an HTTP error: the model and limits,
+`start()` does everything that can still become an HTTP error: the prompt's size (checked
+here, before the model's single instance spends time tokenizing it), the model and limits,
 the gRPC stream, the model's admission (bad prompt → 400, full → 503), the token
 reservation (429). After it, `updates()` yields the model's responses and `close()`
 (idempotent, shielded) cancels the stream if it is still open and settles the tokens
@@ -17,7 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from ..auth.principal import Principal
-from ..errors import BadRequest, InfergateError
+from ..errors import BadRequest, InfergateError, PromptTooLong
 from ..observability.metrics import Metrics
 from ..ratelimit.quota import Reservation, TokenQuota
 from ..schemas.chat import ChatCompletionRequest, CompletionRequest, SamplingFields
@@ -113,6 +114,7 @@ class GenerationService:
     async def chat(
         self, body: ChatCompletionRequest, principal: Principal, request_id: str
     ) -> Generation:
+        self._check_prompt_chars(sum(len(m.content) for m in body.messages))
         messages = json.dumps([m.model_dump() for m in body.messages])
         requested = body.max_completion_tokens or body.max_tokens
         return await self._start(
@@ -133,8 +135,17 @@ class GenerationService:
             raise BadRequest("prompt must be one string (a list of exactly one is accepted)")
         if not prompts[0]:
             raise BadRequest("prompt is empty")
+        self._check_prompt_chars(len(prompts[0]))
         max_tokens = body.max_tokens or self.settings.default_completion_max_tokens
         return await self._start(body, max_tokens, prompts[0], None, principal, request_id, "cmpl")
+
+    def _check_prompt_chars(self, chars: int) -> None:
+        limit = self.settings.max_prompt_chars
+        if chars > limit:
+            raise PromptTooLong(
+                f"the prompt has {chars} characters; the limit is {limit}",
+                details={"prompt_chars": chars, "limit_chars": limit},
+            )
 
     async def _start(
         self,

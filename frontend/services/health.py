@@ -1,10 +1,12 @@
 """Liveness, readiness, startup. Readiness checks Triton and each model concurrently, each
-with its own short deadline, and reports per-component status and latency."""
+with its own short deadline, and reports per-component status and latency; its answer is
+reused for a short while (ReadinessCache)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..triton.client import TritonClient
@@ -64,3 +66,38 @@ async def readiness(
         return 503, {"status": "not_ready", "components": components}
     status = "degraded" if down_optional else "ready"
     return 200, {"status": status, "components": components}
+
+
+class ReadinessCache:
+    """/health/ready is unauthenticated and unthrottled, and one check asks Triton once
+    per model plus once for the server: its answer is reused for `ttl_s` after a check
+    ends, and callers that arrive while a check runs wait for that one. So a flood costs
+    Triton at most one check per interval per worker, and a probe still sees a change
+    within `ttl_s` plus one check."""
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._answer: tuple[int, dict[str, Any]] | None = None
+        self._checked_at = 0.0
+        self._running: asyncio.Future[tuple[int, dict[str, Any]]] | None = None
+
+    async def get(
+        self, check: Callable[[], Awaitable[tuple[int, dict[str, Any]]]]
+    ) -> tuple[int, dict[str, Any]]:
+        if self._answer is not None and self._clock() - self._checked_at < self._ttl_s:
+            return self._answer
+        if self._running is None:
+            self._running = asyncio.ensure_future(self._refresh(check))
+        # Shielded: a caller that goes away must not cancel the check the others wait on.
+        return await asyncio.shield(self._running)
+
+    async def _refresh(
+        self, check: Callable[[], Awaitable[tuple[int, dict[str, Any]]]]
+    ) -> tuple[int, dict[str, Any]]:
+        try:
+            answer = await check()
+            self._answer, self._checked_at = answer, self._clock()
+            return answer
+        finally:
+            self._running = None

@@ -24,6 +24,12 @@ from ..triton.client import TritonClient
 from .catalog import Catalog
 from .texts import check_texts
 
+# Where a model that /predict cannot serve is served, by its card's task.
+_ROUTES_BY_TASK = {
+    "feature-extraction": "/v1/embeddings",
+    "text-generation": "/v1/chat/completions or /v1/completions",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class CallContext:
@@ -131,8 +137,9 @@ class InferenceService:
     ) -> Answer:
         model = self.catalog.get(name)
         if model.task != "text-classification":
+            routes = _ROUTES_BY_TASK.get(model.task, "/v1/models for what each model does")
             raise InputInvalid(
-                f"model {name!r} is a {model.task} model; use /v1/embeddings",
+                f"model {name!r} is a {model.task} model; use {routes}",
                 details=[{"loc": ["path", "model"], "msg": "not a classification model"}],
             )
         decision = self.router.route(model, requested_version, cache.subject)

@@ -25,6 +25,10 @@ from ..settings import TritonSettings
 if TYPE_CHECKING:
     from .generate import GenerationStream
 
+# Triton's restricted APIs want this gRPC metadata (export/triton_launcher.py: its
+# ADMIN_HEADER with the prefix Triton adds) carrying the launch's key.
+ADMIN_METADATA = "triton-grpc-protocol-infergate-triton-admin"
+
 # UNAVAILABLE with one of these means the request never reached Triton: safe to retry.
 _NOT_SENT = ("failed to connect", "connection refused", "connect failed", "dns resolution")
 
@@ -38,6 +42,8 @@ class InferResult:
 class TritonClient:
     def __init__(self, settings: TritonSettings) -> None:
         self.settings = settings
+        key = settings.admin_key
+        self._admin = {ADMIN_METADATA: key.get_secret_value()} if key is not None else None
         self._client = grpcaio.InferenceServerClient(
             settings.url,
             channel_args=[
@@ -137,7 +143,7 @@ class TritonClient:
         """[{name, version, state, reason}] from Triton; [] when unreachable."""
         try:
             index = await self._client.get_model_repository_index(
-                as_json=True, client_timeout=self.settings.health_timeout_s
+                headers=self._admin, as_json=True, client_timeout=self.settings.health_timeout_s
             )
         except InferenceServerException:
             return []

@@ -97,7 +97,9 @@ def model_error(error: InferenceServerException, model: str) -> Exception:
     if kind == "invalid":
         return BadRequest(text)
     if kind == "overloaded":
-        return Overloaded(f"model {model!r} is at capacity: {text}")
+        # Not the model's text: it names how many sequences run and wait, which tells a
+        # caller how busy the service is (that is for metrics: infergate_chat_queued_*).
+        return Overloaded(f"model {model!r} is at capacity; retry shortly")
     if kind == "internal":
         return UpstreamError(f"generation failed in model {model!r}")
     return map_error(error, model, "", 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -120,6 +121,9 @@ ADMIN_KEY = "integration-admin-key-0123456789abcdef"
 ADMIN = {"X-API-Key": ADMIN_KEY}
 # The server secret for this test session: random, shared by every frontend it starts.
 TEST_SECRET = secrets.token_urlsafe(32)
+# The key of Triton's restricted admin APIs for this session: every EmbeddedTriton and
+# `serve` started here reads it from the environment, every test frontend is given it.
+TRITON_ADMIN_KEY = os.environ.setdefault("INFERGATE_TRITON__ADMIN_KEY", secrets.token_urlsafe(32))
 
 
 def frontend_settings(
@@ -144,7 +148,12 @@ def frontend_settings(
         cache=CacheSettings(**{"enabled": False, **(cache or {})}),
         environment="test",
         secret_key=TEST_SECRET,
-        triton=TritonSettings(url=grpc_url, model_repository=repository, **triton_overrides),
+        triton=TritonSettings(
+            url=grpc_url,
+            model_repository=repository,
+            admin_key=TRITON_ADMIN_KEY,
+            **triton_overrides,
+        ),
         redis=RedisSettings(url=redis_url),
         auth=AuthSettings(**{"bootstrap_admin_key": ADMIN_KEY, **(auth or {})}),
     )

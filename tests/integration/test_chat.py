@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from .conftest import ADMIN, ADMIN_KEY, LiveFrontend, frontend_settings
-from .triton_metrics import counter, settled_counter
+from .triton_metrics import counter, settled_counter, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -202,8 +202,8 @@ def metric(triton, name: str) -> float:
 
 
 def test_disconnect_after_three_tokens_cancels_the_model(live, triton):
-    """RELIABILITY row 4: the gRPC stream is cancelled at once and the model stops within
-    one decode step (its own counters say so); nothing stays active."""
+    """docs/reliability.md, "stream disconnect": the gRPC stream is cancelled at once and the model
+    stops within one decode step (its own counters say so); nothing stays active."""
     cancelled_before = settled_counter(
         triton.metrics_url, "infergate_chat_cancelled_total", "chat", "1"
     )
@@ -266,3 +266,52 @@ def test_token_quota_reserves_and_settles(live):
         client.chat.completions.create(model="chat", messages=USER, max_tokens=1024)
     assert int(refused.value.response.headers["Retry-After"]) >= 1
     assert refused.value.body["code"] == "token_quota_exceeded"
+
+
+def _chat_requests_seen(triton) -> float:
+    """Every request Triton handed to the chat model, answered or refused by it."""
+    return sum(
+        settled_counter(triton.metrics_url, name, "chat", "1")
+        for name in ("nv_inference_request_success", "nv_inference_request_failure")
+    )
+
+
+def test_oversized_prompt_is_refused_before_triton(live, triton):
+    """Issue #11 item 7: a 1 MB chat body was tokenized by the model's single instance
+    (1.4 s) before the model refused it. Now the frontend refuses a body over the
+    generation routes' cap (413) and a prompt over the character cap (400) itself: Triton's
+    counters for the chat model do not move. The control (a prompt under the character cap
+    that the model refuses as too many tokens) shows that they would."""
+    url = live.url
+    before = _chat_requests_seen(triton)
+    control = httpx.post(
+        url + "/v1/completions",
+        headers=ADMIN,
+        json={"model": "chat", "prompt": "word " * 3000, "max_tokens": 5},
+        timeout=60,
+    )
+    assert control.status_code == 400 and "prompt is" in control.json()["error"]["message"]
+    wait_for(lambda: _chat_requests_seen(triton) == before + 1, "the control to be counted")
+    seen = before + 1
+
+    # What the review sent: ~1 MB in messages of 100 000 characters, or in one prompt;
+    # and prompts under the body cap but over the character cap.
+    many = [{"role": "user", "content": "x" * 100_000}] * 10
+    over_chars = [
+        {"role": "system", "content": "y" * 10_000},
+        {"role": "user", "content": "y" * 7_000},
+    ]
+    refused = []
+    for path, body, status, code in [
+        ("/v1/chat/completions", {"model": "chat", "messages": many}, 413, "payload_too_large"),
+        ("/v1/completions", {"model": "chat", "prompt": "z" * 1_000_000}, 413, "payload_too_large"),
+        ("/v1/chat/completions", {"model": "chat", "messages": over_chars}, 400, "prompt_too_long"),
+        ("/v1/completions", {"model": "chat", "prompt": "z" * 20_000}, 400, "prompt_too_long"),
+    ]:
+        started = time.monotonic()
+        r = httpx.post(url + path, headers=ADMIN, json=body, timeout=60)
+        refused.append(time.monotonic() - started)
+        assert r.status_code == status, r.text[:300]
+        assert r.json()["error"]["code"] == code
+        assert _chat_requests_seen(triton) == seen, "the request reached the model"
+    print("refused in " + ", ".join(f"{s * 1000:.0f} ms" for s in refused))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import re
+import socket
 import time
 
 import numpy as np
@@ -14,6 +15,7 @@ from .conftest import ADMIN_KEY, infer
 
 pytestmark = pytest.mark.integration
 
+PREDICT_SENTIMENT = "/v1/models/sentiment/predict"
 INTENT_TEXTS = [
     "I want to talk to a real person",
     "what's the weather in Paris tomorrow",
@@ -208,3 +210,43 @@ def test_request_id_is_echoed_and_passed_on(http):
     assert response.headers["X-Request-ID"] == "client-chosen-id-42"
     bad = http.get("/v1/models", headers={"X-Request-ID": "bad id\twith spaces"})
     assert re.fullmatch(r"[0-9a-f]{32}", bad.headers["X-Request-ID"])
+
+
+def _raw_post(port: int, path: str, extra_header: bytes, body: bytes) -> int:
+    """One request over a socket, so that a header can carry bytes no client library
+    sends (0xB2 decodes as "²" in Latin-1, which is how ASGI servers read header bytes)."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {ADMIN_KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(head + extra_header + b"\r\n\r\n" + body)
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    return int(reply.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize("version", ["²", "¹", "①", "１", "٢"])
+def test_unicode_digit_versions_are_422_never_500(http, frontend, version):
+    """Issue #11 item 5: "²" was a 500 (isdigit() then int()); "１" and "٢" served version
+    1 and 2. Versions are ASCII digits, in the path and in X-Model-Version."""
+    by_path = http.post(f"/v1/models/intent/versions/{version}/predict", json={"inputs": "hi"})
+    assert by_path.status_code == 422 and by_path.json()["error"]["code"] == "validation_error"
+    body = b'{"inputs": "hi"}'
+    for raw in {version.encode("utf-8"), version.encode("latin-1", "ignore")} - {b""}:
+        header = b"X-Model-Version: " + raw
+        assert _raw_post(frontend.port, "/v1/models/intent/predict", header, body) == 422
+    assert _raw_post(frontend.port, "/v1/models/intent/predict", b"X-Model-Version: 1", body) == 200
+
+
+def test_head_allow_and_if_none_match_star_over_the_real_server(http):
+    """Issue #11 item 10, the application's part, through the real server."""
+    get, head = http.get("/v1/models/intent"), http.head("/v1/models/intent")
+    assert get.status_code == head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == get.headers["content-length"]
+    wrong = http.post("/v1/admin/routing/intent")
+    assert wrong.status_code == 405 and wrong.headers["Allow"] == "GET, HEAD, PUT, DELETE"
+    star = http.post(PREDICT_SENTIMENT, json={"inputs": "fine"}, headers={"If-None-Match": "*"})
+    assert star.status_code == 412 and star.json()["error"]["code"] == "precondition_failed"

@@ -317,8 +317,8 @@ def _in_triton(triton, model: str) -> float:
 
 @pytest.mark.timing
 def test_client_disconnect_cancels_the_work(frontend, http, triton):
-    """RELIABILITY row 3: the handler ends in < 0.5 x the model time, Triton sees the cancel
-    and stops the batch early."""
+    """docs/reliability.md, "client disconnect": the handler ends in < 0.5 x the model time, Triton
+    sees the cancel and stops the batch early."""
     texts = [
         f"long review {i}: " + "the plot meanders and the acting is uneven " * 30 for i in range(64)
     ]
@@ -378,8 +378,8 @@ def test_client_disconnect_cancels_the_work(frontend, http, triton):
 
 
 def test_sigterm_finishes_in_flight_and_refuses_new(triton, repository):
-    """RELIABILITY row 7: SIGTERM under load, in-flight requests complete, new ones are
-    refused."""
+    """docs/reliability.md, "frontend SIGTERM": SIGTERM under load, in-flight requests complete, new
+    ones are refused."""
     import signal
 
     proc, url = _serve("--triton-url", triton.grpc_url, "--repository", str(repository))
@@ -447,8 +447,8 @@ def test_sigterm_to_the_stack_stops_embedded_triton_too(repository, tmp_path):
 
 @pytest.mark.timing
 def test_triton_killed_hard_under_load(repository, tmp_path):
-    """RELIABILITY row 6: Triton SIGKILLed for ~10 s at 20 req/s: only 503 + Retry-After,
-    ready false within 2 s, first success within 2 s of Triton being ready again."""
+    """docs/reliability.md, "Triton killed": Triton SIGKILLed for ~10 s at 20 req/s: only 503 +
+    Retry-After, ready false within 2 s, first success within 2 s of Triton being ready again."""
     import threading
 
     repo = _sentiment_only(repository, tmp_path)
@@ -506,8 +506,8 @@ def test_triton_killed_hard_under_load(repository, tmp_path):
 
 
 def test_a_model_that_fails_to_load_leaves_the_others_serving(repository, tmp_path):
-    """RELIABILITY row 8: sentiment's artifact is broken; Triton (not strict, as `serve`
-    runs it) serves intent; sentiment's routes answer 503 + Retry-After, intent's 200,
+    """docs/reliability.md, "one model broken": sentiment's artifact is broken; Triton (not strict,
+    as `serve` runs it) serves intent; sentiment's routes answer 503 + Retry-After, intent's 200,
     live 200, and readiness names the broken model."""
     repo = tmp_path / "repo"
     for model in ("sentiment", "intent"):

@@ -1,6 +1,6 @@
-"""Schema fuzzing (RELIABILITY row 25): every operation of /openapi.json, up to 100
-generated examples each, against the real app over the real Triton: no 5xx other than a
-documented 503, and every response conforms to the documented schema.
+"""Schema fuzzing (docs/reliability.md, "schema fuzz"): every operation of /openapi.json,
+up to 100 generated examples each, against the real app over the real Triton: no 5xx, and
+every response conforms to the documented schema. One test per operation.
 
 (schemathesis' pytest fixture integration does not run under pytest 9 yet, so the
 operations' hypothesis strategies are driven directly.)"""
@@ -17,38 +17,85 @@ from hypothesis import HealthCheck, given, settings
 from .conftest import ADMIN
 
 pytestmark = pytest.mark.integration
+SEMANTIC_422 = {"POST /v1/admin/users"}
+
+
+# Generation length in fuzzed requests: a schema-valid request may ask for 1 024 tokens
+# (~45 s on these cores); the bound itself is tested in test_chat.py. Clamping keeps every
+# case schema-valid (any value in [1, 8] is).
+FUZZ_MAX_TOKENS = 8
+
+
+def _clamp_generation(case: Any) -> Any:
+    if isinstance(case.body, dict):
+        for name in ("max_tokens", "max_completion_tokens"):
+            value = case.body.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and value > FUZZ_MAX_TOKENS:
+                case.body[name] = FUZZ_MAX_TOKENS
+    return case
 
 
 def _checker(operation: Any, base_url: str, counts: dict[str, int]) -> Callable[[], None]:
     label = operation.label
     counts[label] = 0
+    # The password policy refuses some schema-valid passwords by design (a common
+    # password, a run, too few distinct characters: 422 naming the rule; JSON Schema cannot
+    # say "not on a list"), so a 422 there is not a wrongly refused valid input. The rules
+    # themselves are tested in tests/unit/test_passwords.py; every other check still runs.
+    excluded = [schemathesis.checks.positive_data_acceptance] if label in SEMANTIC_422 else []
 
-    @given(case=operation.as_strategy())
+    @given(case=operation.as_strategy().map(_clamp_generation))
     @settings(
         max_examples=100, deadline=None, database=None, suppress_health_check=list(HealthCheck)
     )
     def check(case: Any) -> None:
         counts[label] += 1
         # As the admin: every route is reachable (401/403 paths are unit-tested).
-        # 180 s: a schema-valid chat request may ask for 1 024 tokens (~45 s here alone).
-        response = case.call(base_url=base_url, timeout=180, headers=ADMIN)
-        assert response.status_code < 500 or response.status_code == 503, (
-            label,
-            response.status_code,
-            response.text[:300],
-        )
-        case.validate_response(response)
+        response = case.call(base_url=base_url, timeout=120, headers=ADMIN)
+        assert response.status_code < 500, (label, response.status_code, response.text[:300])
+        case.validate_response(response, excluded_checks=excluded)
 
     return check
 
 
-def test_every_operation(frontend):
+def _operation_labels() -> list[str]:
+    """The operations, read at collection time from the app's own schema (no server):
+    one test each, so that each has its own timeout and its own result."""
+    from frontend.app import create_app
+    from frontend.settings import Settings
+
+    schema = create_app(Settings(environment="test")).openapi()
+    methods = {"get", "post", "put", "patch", "delete"}
+    return sorted(
+        f"{method.upper()} {path}"
+        for path, item in schema["paths"].items()
+        for method in item
+        if method in methods
+    )
+
+
+LABELS = _operation_labels()
+
+
+@pytest.fixture(scope="module")
+def served_operations(frontend) -> dict[str, Any]:
     schema = schemathesis.openapi.from_url(frontend.url + "/openapi.json")
-    operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 8
+    operations = {op.label: op for op in (result.ok() for result in schema.get_all_operations())}
+    assert sorted(operations) == LABELS  # the served schema is the one collected
+    return operations
+
+
+def test_the_schema_has_the_operations():
+    assert len(LABELS) >= 20
+
+
+@pytest.mark.parametrize("label", LABELS)
+def test_operation(served_operations, frontend, label):
     counts: dict[str, int] = {}
-    for operation in operations:
-        _checker(operation, frontend.url, counts)()
+    _checker(served_operations[label], frontend.url, counts)()
     print(counts)
     # Operations with inputs get 100 examples; those without have one possible request.
-    assert all(n == 100 for label, n in counts.items() if "{" in label or "POST" in label)
+    if "{" in label or not label.startswith(("GET", "DELETE")):
+        assert counts[label] == 100
+    else:
+        assert counts[label] >= 1

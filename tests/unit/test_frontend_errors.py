@@ -254,7 +254,7 @@ def test_bad_json_is_400(tmp_path, fake_triton, raw, code):
         ("StatusCode.UNAVAILABLE", "Exceeds maximum queue size", 503, "overloaded"),
         ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", 504, "deadline_exceeded"),
         ("StatusCode.INTERNAL", "boom in model.py", 502, "upstream_error"),
-        # A model in the catalog that Triton has not loaded (RELIABILITY row 8).
+        # A model in the catalog that Triton has not loaded (docs/reliability.md: one model broken).
         (
             "StatusCode.NOT_FOUND",
             "Request for unknown model: 'intent' is not found",

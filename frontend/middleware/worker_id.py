@@ -1,0 +1,29 @@
+"""`X-Infergate-Worker: <pid>` on every response, in the test environment only: tests
+that claim "every worker" can then prove that more than one worker answered. Never on
+outside `INFERGATE_ENVIRONMENT=test` (a process id is nobody else's business)."""
+
+from __future__ import annotations
+
+import os
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HEADER = b"x-infergate-worker"
+
+
+class WorkerIdMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.value = str(os.getpid()).encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_worker(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (HEADER, self.value)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_worker)

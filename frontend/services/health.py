@@ -70,7 +70,7 @@ async def readiness(
 
 class ReadinessCache:
     """/health/ready is unauthenticated and unthrottled, and one check asks Triton once
-    per model plus once for the server: its answer is reused for `ttl_s` after a check
+    per model plus once for the server: a ready answer is reused for `ttl_s` after a check
     ends, and callers that arrive while a check runs wait for that one. So a flood costs
     Triton at most one check per interval per worker, and a probe still sees a change
     within `ttl_s` plus one check."""
@@ -97,7 +97,13 @@ class ReadinessCache:
     ) -> tuple[int, dict[str, Any]]:
         try:
             answer = await check()
-            self._answer, self._checked_at = answer, self._clock()
+            # Only a ready answer is reused: a service coming back is seen at the next
+            # probe (the reliability figure is recovery < 2 s), and a check against a down
+            # Triton is cheap (refused at once; concurrent callers still share it).
+            if answer[0] == 200:
+                self._answer, self._checked_at = answer, self._clock()
+            else:
+                self._answer = None
             return answer
         finally:
             self._running = None

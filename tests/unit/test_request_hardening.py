@@ -515,6 +515,32 @@ def test_readiness_cache_shares_one_running_check():
     assert answers[-1][1]["n"] == 2
 
 
+def test_readiness_cache_reuses_only_a_ready_answer():
+    """A not-ready answer is checked again on the next probe (recovery is seen at once);
+    a ready one is reused for the interval."""
+    from frontend.services.health import ReadinessCache
+
+    now = [0.0]
+    answers = iter([(503, {"status": "not_ready"}), (200, {"status": "ready"})])
+    calls = 0
+
+    async def check() -> tuple[int, dict]:
+        nonlocal calls
+        calls += 1
+        return next(answers)
+
+    async def scenario() -> list[int]:
+        cache = ReadinessCache(1.0, clock=lambda: now[0])
+        seen = [(await cache.get(check))[0]]  # 503
+        seen.append((await cache.get(check))[0])  # checked again at once: 200
+        now[0] += 0.5
+        seen.append((await cache.get(check))[0])  # reused
+        return seen
+
+    assert asyncio.run(scenario()) == [503, 200, 200]
+    assert calls == 2
+
+
 def test_openapi_bounds_are_json_schema_keywords(api):
     """A bound on an optional strict integer must reach the served OpenAPI as "minimum"
     (pydantic writes "ge", which no client or fuzzer reads, for Field(ge=1) on

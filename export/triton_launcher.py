@@ -3,6 +3,23 @@ CPU-only, python backend. Starts it on chosen ports, waits for readiness, forwar
 stops it cleanly, and fails fast with a clear message (never a hang) when a port is taken
 or a model fails to load.
 
+Triton's own ports have no authentication: they listen on loopback only and must never be
+exposed. Its admin-type APIs (model repository control, logging, tracing, shared memory,
+statistics, model configuration) are restricted on HTTP and gRPC to callers that send the
+header `infergate-triton-admin` (on gRPC `triton-grpc-protocol-infergate-triton-admin`:
+Triton adds the prefix) with this launch's key: random per launch unless
+INFERGATE_TRITON__ADMIN_KEY gives one (as `serve` does, so that the frontend knows it).
+Health, metadata and inference stay open to whoever reaches the ports.
+
+Stop: Triton finalizes a model only once every request of it has ended, so a generation
+nobody cancelled would hold the stop for Triton's whole exit timeout (seen: 30 s, then
+SIGKILL). So the launcher first creates the file named by INFERGATE_TRITON_STOP_FILE in
+Triton's environment (the chat model then ends every sequence with a final error within
+one decode step and refuses new ones), waits until Triton's metrics show no sequence left
+(a few seconds at most), and only then sends SIGTERM: once Triton has begun to stop, a
+backend stub's calls into it (a response, a cancellation check) can block until the
+unload is over, which would be never.
+
     python -m export.triton_launcher --repository model_repository
 """
 
@@ -14,12 +31,14 @@ import contextlib
 import importlib.util
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import threading
 import time
 import urllib.error
@@ -36,6 +55,30 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_GRPC_PORT = 8001
 DEFAULT_METRICS_PORT = 8002
 DEFAULT_HTTP_PORT = 8003
+
+
+# The admin-type APIs behind the key; "health", "metadata" and "inference" stay open.
+RESTRICTED_APIS = (
+    "model-repository",
+    "model-config",
+    "shared-memory",
+    "statistics",
+    "trace",
+    "logging",
+)
+# Lower case: gRPC metadata keys must be (HTTP headers compare without case).
+ADMIN_HEADER = "infergate-triton-admin"
+GRPC_ADMIN_HEADER = "triton-grpc-protocol-" + ADMIN_HEADER
+ADMIN_KEY_ENV = "INFERGATE_TRITON__ADMIN_KEY"
+STOP_FILE_ENV = "INFERGATE_TRITON_STOP_FILE"
+# The chat model's gauges (export/runtime/chat_model.py): sequences not yet ended.
+_SEQUENCE_GAUGES = ("infergate_chat_active_sequences{", "infergate_chat_queued_sequences{")
+
+
+def launch_admin_key() -> str:
+    """The key of this launch: the environment's (the caller shares it with the frontend)
+    or a fresh random one. Never a constant."""
+    return os.environ.get(ADMIN_KEY_ENV) or secrets.token_urlsafe(32)
 
 
 class TritonLaunchError(RuntimeError):
@@ -133,20 +176,35 @@ class EmbeddedTriton:
         log_sink: Callable[[str], None] | None = None,
         extra_args: tuple[str, ...] = (),
         strict: bool = True,
+        admin_key: str | None = None,
     ) -> None:
         """strict: a model that fails to load stops the start (the default, and what tests
         and CI want). Not strict (`serve`): Triton serves the models that loaded, and
-        `failed_models` says which did not and why (RELIABILITY row 8)."""
+        `failed_models` says which did not and why (RELIABILITY row 8).
+        admin_key: the key of the restricted APIs (default: `launch_admin_key()`)."""
         self.repository = Path(repository).resolve()
         self.ports = ports or TritonPorts()
         self.host = host
         self.log_sink = log_sink
         self.extra_args = extra_args
         self.strict = strict
+        self.admin_key = admin_key or launch_admin_key()
         self.failed_models: dict[str, str] = {}
         self.process: subprocess.Popen[str] | None = None
         self.log_tail: collections.deque[str] = collections.deque(maxlen=400)
         self._reader: threading.Thread | None = None
+        # This launch's private directory (0700): it holds the stop announcement.
+        self._run_dir: Path | None = None
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """What a caller of a restricted HTTP API sends."""
+        return {ADMIN_HEADER: self.admin_key}
+
+    @property
+    def grpc_admin_headers(self) -> dict[str, str]:
+        """What a caller of a restricted gRPC protocol sends (Triton prefixes the name)."""
+        return {GRPC_ADMIN_HEADER: self.admin_key}
 
     @property
     def grpc_url(self) -> str:
@@ -179,8 +237,14 @@ class EmbeddedTriton:
             f"--strict-readiness={str(self.strict).lower()}",
             f"--exit-on-error={str(self.strict).lower()}",
             "--log-verbose=0",
+            *self.restricted_api_args(),
             *self.extra_args,
         ]
+
+    def restricted_api_args(self) -> list[str]:
+        apis = ",".join(RESTRICTED_APIS)
+        rule = f"{apis}:{ADMIN_HEADER}={self.admin_key}"
+        return [f"--http-restricted-api={rule}", f"--grpc-restricted-protocol={rule}"]
 
     def environment(self, install: TritonInstall) -> dict[str, str]:
         env = dict(os.environ)
@@ -193,7 +257,14 @@ class EmbeddedTriton:
         site = [paths["purelib"], paths["platlib"]]
         env["INFERGATE_PYTHONPATH"] = os.pathsep.join(dict.fromkeys(site))
         env.setdefault("OMP_NUM_THREADS", "1")
+        if self._run_dir is not None:
+            env[STOP_FILE_ENV] = str(self.stop_file)
         return env
+
+    @property
+    def stop_file(self) -> Path:
+        assert self._run_dir is not None, "not started"
+        return self._run_dir / "stopping"
 
     def start(self, ready_timeout: float = 300.0) -> EmbeddedTriton:
         if not self.repository.is_dir():
@@ -217,6 +288,7 @@ class EmbeddedTriton:
             )
         install = find_install()
         backends = prepare_backends(install)
+        self._run_dir = Path(tempfile.mkdtemp(prefix="infergate-triton-"))
         self.process = subprocess.Popen(
             with_parent_death_signal(self.command(backends, install)),
             env=self.environment(install),
@@ -268,7 +340,10 @@ class EmbeddedTriton:
         """Not strict: every model has finished loading, one way or the other."""
         try:
             request = urllib.request.Request(
-                f"{self.http_url}/v2/repository/index", data=b"{}", method="POST"
+                f"{self.http_url}/v2/repository/index",
+                data=b"{}",
+                method="POST",
+                headers=self.admin_headers,
             )
             with urllib.request.urlopen(request, timeout=2) as resp:
                 index = json.loads(resp.read())
@@ -298,12 +373,15 @@ class EmbeddedTriton:
     def _tail(self, n: int) -> str:
         return "\n".join(list(self.log_tail)[-n:])
 
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM, wait (Triton needs ~4 s to drain and unload), then SIGKILL."""
+    def stop(self, timeout: float = 30.0, drain_timeout: float = 5.0) -> int | None:
+        """Announce the stop and let generations end (see the module's docstring), then
+        SIGTERM, wait (Triton needs ~3 s to unload), then SIGKILL."""
         proc = self.process
         if proc is None:
             return None
         if proc.poll() is None:
+            self._announce_stop()
+            self._wait_sequences_ended(drain_timeout)
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout)
@@ -313,7 +391,35 @@ class EmbeddedTriton:
         self._kill_group()  # backend stubs that did not exit with Triton
         if self._reader is not None:
             self._reader.join(timeout=5)
+        if self._run_dir is not None:
+            shutil.rmtree(self._run_dir, ignore_errors=True)
         return proc.returncode
+
+    def _announce_stop(self) -> None:
+        """Tell the models before Triton hears of it (see the module's docstring)."""
+        if self._run_dir is not None:
+            with contextlib.suppress(OSError):
+                self.stop_file.touch()
+
+    def sequences_in_flight(self) -> float:
+        """Generation sequences not yet ended, by the chat model's gauges (0 without a
+        chat model, or when the metrics cannot be read: nothing to wait for then)."""
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=1) as resp:
+                text = resp.read().decode()
+        except (urllib.error.URLError, OSError):
+            return 0.0
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(_SEQUENCE_GAUGES):
+                with contextlib.suppress(ValueError):
+                    total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def _wait_sequences_ended(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.sequences_in_flight() > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def kill(self) -> None:
         """SIGKILL Triton and its backend stubs at once (a crash, as `kill -9` of its

@@ -4,7 +4,9 @@ a cleanup that runs however the stream ends (finished, failed, client gone).
 
 sse-starlette supplies the framing, the pings and the disconnect handling; the
 subclass adds the cleanup, because a generator that never started (the client left
-before the first frame) would otherwise never run its `finally`.
+before the first frame) would otherwise never run its `finally`, and the shutdown: when
+the server stops, each stream ends at once with an `error` event (503, the server is
+shutting down) and [DONE] instead of being cut mid-chunk (sse-starlette's default).
 """
 
 from __future__ import annotations
@@ -14,17 +16,21 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import anyio
 import orjson
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
-from .errors import InfergateError, envelope
+from .errors import InfergateError, UpstreamUnavailable, envelope
 
 log = logging.getLogger("infergate.sse")
 DONE = "[DONE]"
 
 
 SEP = "\n"  # `data: …\n\n`, as OpenAI sends (sse-starlette's default is \r\n)
+# After the server's stop signal, how long a stream has to send its error event before
+# sse-starlette cancels it (it needs milliseconds; this bounds a stuck send).
+SHUTDOWN_GRACE_S = 2.0
 
 
 def data(payload: Any) -> ServerSentEvent:
@@ -53,6 +59,33 @@ async def with_error_event(
     yield ServerSentEvent(data=DONE, sep=SEP)
 
 
+async def _until_stopped(
+    frames: AsyncIterator[ServerSentEvent], stopping: anyio.Event, request_id: Callable[[], Any]
+) -> AsyncIterator[ServerSentEvent]:
+    """The frames, unless the server stops first: then an `error` event and [DONE]."""
+    stopped = asyncio.ensure_future(stopping.wait())
+    try:
+        while True:
+            following = asyncio.ensure_future(anext(frames))
+            await asyncio.wait((following, stopped), return_when=asyncio.FIRST_COMPLETED)
+            if not following.done():
+                following.cancel()  # ends the generation: its cleanup cancels the gRPC call
+                error = UpstreamUnavailable("the server is shutting down; retry shortly")
+                log.warning("stream ended by the server's shutdown")
+                yield ServerSentEvent(
+                    data=envelope(error, request_id()).decode(), event="error", sep=SEP
+                )
+                yield ServerSentEvent(data=DONE, sep=SEP)
+                return
+            try:
+                frame = following.result()
+            except StopAsyncIteration:
+                return
+            yield frame
+    finally:
+        stopped.cancel()
+
+
 class EventStream(EventSourceResponse):
     def __init__(
         self,
@@ -61,16 +94,21 @@ class EventStream(EventSourceResponse):
         keepalive_s: float,
         headers: dict[str, str] | None = None,
     ) -> None:
+        stopping = anyio.Event()  # set by sse-starlette on the server's stop signal
+        self._request_id: str | None = None
         super().__init__(
-            frames,
+            _until_stopped(frames, stopping, lambda: self._request_id),
             ping=keepalive_s,
             sep=SEP,
             ping_message_factory=_ping,
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no", **(headers or {})},
+            shutdown_event=stopping,
+            shutdown_grace_period=SHUTDOWN_GRACE_S,
         )
         self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._request_id = scope.get("state", {}).get("request_id")
         try:
             await super().__call__(scope, receive, send)
         finally:

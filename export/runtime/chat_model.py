@@ -8,6 +8,16 @@ input, UNAVAILABLE when the slots and the queue are full, INTERNAL when generati
 
 The decode loop (`generation.ChatEngine`) runs in its own thread; `execute` only
 validates and queues, so it returns at once and Triton keeps accepting requests.
+
+Shutdown: Triton finalizes a model only once each of its requests has had its final
+response, so a generation nobody cancels would hold Triton's stop (and this stub's CPU)
+for its whole exit timeout (seen: 30 s, then SIGKILL). So the engine stops itself, every
+sequence ending with a final error within one step, as soon as
+- the embedded launcher announces the stop: it creates the file named by
+  INFERGATE_TRITON_STOP_FILE just before it signals Triton (a stat per decode step, no
+  call into Triton: Triton's own calls can block while it unloads models), or
+- `ServerWatch` hears from Triton that the server or the model is no longer ready (a
+  Triton stopped by someone else; best effort, for the same reason).
 """
 
 from __future__ import annotations
@@ -16,6 +26,8 @@ import contextlib
 import json
 import os
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +137,63 @@ def send_error(pb: Any, sender: Any, error: GenerationError) -> None:
         sender.send(response, flags=pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
 
+class ServerWatch:
+    """While sequences are generating, asks Triton every `interval_s` whether this model
+    is still ready. From the moment Triton stops (or unloads the model) the answer is no
+    (or an error: "Server not ready"); seen twice in a row, once it had been ready, the
+    engine is stopped: every sequence gets its final error within one step, so Triton's
+    unload and exit do not wait for the generations to run out."""
+
+    def __init__(
+        self, ready: Callable[[], bool], engine: ChatEngine, interval_s: float = 0.2
+    ) -> None:
+        self._ready = ready
+        self.engine = engine
+        self.interval_s = interval_s
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chat-server-watch", daemon=True)
+
+    def start(self) -> ServerWatch:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        # Not joined: during Triton's stop a readiness call can block until the unload
+        # is over, which is what finalize must not wait for.
+        self._closed.set()
+
+    def _asked(self) -> bool:
+        try:
+            return bool(self._ready())
+        except Exception:  # "Server not ready" while Triton starts or stops
+            return False
+
+    def _run(self) -> None:
+        seen_ready, misses = False, 0
+        while not self._closed.wait(self.interval_s):
+            if self.engine.stopping:
+                return  # stopped another way (the launcher's announcement, finalize)
+            # Idle, nothing can hold a stop: no question asked (once it was ready).
+            if seen_ready and not self.engine.busy:
+                misses = 0
+                continue
+            if self._asked():
+                seen_ready, misses = True, 0
+            elif seen_ready:
+                misses += 1
+                if misses >= 2:
+                    self.engine.request_stop()
+                    return
+
+
+def _stop_file() -> Callable[[], bool] | None:
+    """The embedded launcher's stop announcement: this file exists once it is stopping."""
+    path = os.environ.get("INFERGATE_TRITON_STOP_FILE")
+    if not path:
+        return None
+    return lambda: os.path.exists(path)
+
+
 def _optional(pb: Any, request: Any, name: str) -> np.ndarray | None:
     tensor = pb.get_input_tensor_by_name(request, name)
     return None if tensor is None else tensor.as_numpy().reshape(-1)
@@ -198,7 +267,11 @@ class TritonPythonModel:
             provider=params.get("ort_provider", "cpu"),
             metrics=TritonMetrics(pb_utils, labels),
             fail_on_seed=int(fail_on_seed) if fail_on_seed else None,
+            stop_signal=_stop_file(),
         ).start()
+        name = args["model_name"]
+        self.watch = ServerWatch(lambda: pb_utils.is_model_ready(name, version), self.engine)
+        self.watch.start()
 
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
@@ -213,4 +286,7 @@ class TritonPythonModel:
         return None
 
     def finalize(self) -> None:
+        # Normally every request has ended by now; whatever is left ends with an error,
+        # within one step, and the ONNX session is let go before the stub exits.
+        self.watch.close()
         self.engine.stop()

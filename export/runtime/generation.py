@@ -168,7 +168,11 @@ class ChatEngine:
         metrics: Metrics | None = None,
         fail_on_seed: int | None = None,
         session: Any = None,
+        stop_signal: Callable[[], bool] | None = None,
     ):
+        """stop_signal: asked once per pass of the loop while there is work (a cheap
+        check, e.g. whether a file exists); once it says yes, the engine stops as by
+        request_stop()."""
         from tokenizers import Tokenizer
 
         meta = json.loads((version_dir / "chat.json").read_text())
@@ -188,8 +192,14 @@ class ChatEngine:
         self._rows: list[Sequence] = []
         self._past: list[np.ndarray] = []  # 2 per layer: key, value [rows, heads, len, dim]
         self._mask = np.zeros((0, 0), dtype=np.int64)
-        self._prefilling = 0
+        # Taken from the queue for this pass's prefills, not yet in the batch (or ended).
+        self._admitting: list[Sequence] = []
         self._stopping = False
+        # Shared by every model run: stop() sets its terminate flag, which ends a prefill or
+        # a step that is running (onnxruntime checks it between kernels).
+        self._run_options = _run_options()
+        self._stop_signal = stop_signal
+        self._reported = (0, 0)  # the gauges' last values (queued, active)
         self._thread: threading.Thread | None = None
 
     # --- requests ---------------------------------------------------------------------
@@ -233,10 +243,12 @@ class ChatEngine:
         seq = Sequence(prompt_ids, sampling, sink, np.random.default_rng(sampling.seed))
         if self.fail_on_seed is not None and sampling.seed == self.fail_on_seed:
             seq.fail_after = 3
+        if self._stopped():  # no new sequence once a stop is announced
+            raise _shutting_down()
         with self._lock:
             if self._stopping:
-                raise GenerationError("overloaded", "the model is shutting down")
-            in_system = len(self._queue) + len(self._rows) + self._prefilling
+                raise _shutting_down()
+            in_system = len(self._queue) + len(self._rows) + len(self._admitting)
             if in_system >= self.limits.slots + self.limits.queue:
                 self.metrics.rejected()
                 raise GenerationError(
@@ -248,7 +260,7 @@ class ChatEngine:
             # response always comes before the first token.
             sink.admitted(len(prompt_ids))
             self._queue.append(seq)
-            self.metrics.set_queued(len(self._queue))
+            self._report()
             self._lock.notify()
 
     # --- the loop ---------------------------------------------------------------------
@@ -258,47 +270,103 @@ class ChatEngine:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def request_stop(self) -> None:
+        """From any thread, without waiting: refuse new sequences and end the loop within
+        one step (a running prefill or step is terminated); every sequence still queued
+        or generating gets a final `overloaded` error ("shutting down")."""
         with self._lock:
             self._stopping = True
             self._lock.notify()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        self._run_options.terminate = True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """request_stop(), then wait for the loop thread to end."""
+        self.request_stop()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def busy(self) -> bool:
+        """Some sequence is queued, being read or generating."""
+        return bool(self._queue or self._rows or self._admitting)
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._release()
+
+    def _stopped(self) -> bool:
+        if not self._stopping and self._stop_signal is not None and self._stop_signal():
+            self.request_stop()
+        return self._stopping
+
+    def _loop(self) -> None:
         while True:
             with self._lock:
                 while not self._stopping and not self._queue and not self._rows:
                     self._lock.wait()
-                if self._stopping:
-                    pending = list(self._queue) + self._rows
-                    self._queue.clear()
-                    break
-                admit: list[Sequence] = []
-                while self._queue and len(self._rows) + len(admit) < self.limits.slots:
-                    admit.append(self._queue.popleft())
+            if self._stopped():
+                return
+            with self._lock:
                 # Counted until each has joined the batch (or ended), so that admission
                 # control never sees a slot as free while its prompt is being read.
-                self._prefilling = len(admit)
-                self.metrics.set_queued(len(self._queue))
-            for seq in admit:
-                self._guarded(self._prefill, seq)
+                while self._queue and len(self._rows) + len(self._admitting) < self.limits.slots:
+                    self._admitting.append(self._queue.popleft())
+            self._report()
+            while self._admitting and not self._stopped():
+                self._guarded(self._prefill, self._admitting[0])
                 with self._lock:
-                    self._prefilling -= 1
-            self.metrics.set_active(len(self._rows))
+                    self._admitting.pop(0)
+                self._report()
             self._drop_cancelled()
-            if self._rows:
+            if self._rows and not self._stopping:
                 self._guarded_step()
-            self.metrics.set_active(len(self._rows))
+            self._report()
+
+    def _report(self) -> None:
+        """The gauges, when they change. Queued: waiting for a slot or being read; with
+        active, every sequence not yet ended (the launcher waits for both to read 0
+        before it stops Triton). Only on a change: each is a call into Triton, and once
+        Triton stops such a call can block the stub (so an idle finalize makes none)."""
+        with self._lock:  # re-entrant: submit() reports under it too
+            now = (len(self._queue) + len(self._admitting), len(self._rows))
+            if now != self._reported:
+                self._reported = now
+                self.metrics.set_queued(now[0])
+                self.metrics.set_active(now[1])
+
+    def _release(self) -> None:
+        """The loop has ended: each sequence still here gets its final error, and the
+        model session and the batch's cache are let go (the stub can exit at once)."""
+        with self._lock:
+            self._stopping = True
+            pending = [*self._admitting, *self._queue, *self._rows]
+            self._admitting, self._rows = [], []
+            self._queue.clear()
+        self._past, self._mask = [], np.zeros((0, 0), dtype=np.int64)
+        self.session = None
         for seq in pending:
-            seq.sink.fail(GenerationError("overloaded", "the model is shutting down"))
+            seq.sink.fail(_shutting_down())
+        self._report()  # after the final responses
+
+    def _failure(self, exc: Exception) -> GenerationError:
+        # A run terminated by stop() fails too: its sequence is ended by the shutdown,
+        # not by a fault.
+        if self._stopping:
+            return _shutting_down()
+        self.metrics.failed()
+        return GenerationError("internal", f"generation failed: {exc}")
 
     def _guarded(self, fn: Callable[[Sequence], None], seq: Sequence) -> None:
         try:
             fn(seq)
         except Exception as exc:  # one bad sequence must not take the loop down
-            self.metrics.failed()
-            seq.sink.fail(GenerationError("internal", f"generation failed: {exc}"))
+            seq.sink.fail(self._failure(exc))
 
     def _guarded_step(self) -> None:
         try:
@@ -306,11 +374,11 @@ class ChatEngine:
         except Exception as exc:
             # A failed batched step leaves no consistent cache: every row ends with an
             # error (a final response), the loop goes on with the next arrivals.
-            rows, self._rows = self._rows, []
+            with self._lock:
+                rows, self._rows = self._rows, []
             self._past, self._mask = [], np.zeros((0, 0), dtype=np.int64)
             for seq in rows:
-                self.metrics.failed()
-                seq.sink.fail(GenerationError("internal", f"generation failed: {exc}"))
+                seq.sink.fail(self._failure(exc))
 
     def _drop_cancelled(self) -> None:
         keep = []
@@ -335,7 +403,7 @@ class ChatEngine:
             "position_ids": np.arange(n, dtype=np.int64)[None, :],
             **self._empty_past(),
         }
-        logits, *present = self.session.run(None, feeds)
+        logits, *present = self.session.run(None, feeds, self._run_options)
         seq.position = n
         if self._advance(seq, logits[0, -1]):
             self._join(seq, present, np.ones((1, n), dtype=np.int64))
@@ -351,7 +419,7 @@ class ChatEngine:
         }
         for i, array in enumerate(self._past):
             feeds[_past_name(i)] = array
-        logits, *present = self.session.run(None, feeds)
+        logits, *present = self.session.run(None, feeds, self._run_options)
         self.metrics.step(len(rows))
         self._past, self._mask = present, feeds["attention_mask"]
         keep = []
@@ -431,6 +499,16 @@ class ChatEngine:
         first = int(np.argmax(mask.any(axis=0)))
         self._mask = np.ascontiguousarray(mask[:, first:])
         self._past = [np.ascontiguousarray(p[index][:, :, first:, :]) for p in self._past]
+
+
+def _shutting_down() -> GenerationError:
+    return GenerationError("overloaded", "the model is shutting down")
+
+
+def _run_options() -> Any:
+    import onnxruntime as ort
+
+    return ort.RunOptions()
 
 
 def _past_name(i: int) -> str:

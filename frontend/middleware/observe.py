@@ -1,13 +1,16 @@
 """Timing, access log, metrics and the last-resort error boundary, in one pass.
 
 The access log names the route, model and version (set by services in scope state), never
-the body; paths and query strings go through the PII masks like every log field.
+the body; the path and the query string are logged decoded (the query's `%40` and `+` read
+as `@` and space), so that the PII masks that every log field goes through see what a
+reader would. `request_id` is always ours; a client's own id is `client_request_id`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from urllib.parse import unquote_plus
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -53,7 +56,7 @@ class ObserveMiddleware:
         except Exception:
             # Last resort: an unexpected error becomes a generic 500 envelope, logged with
             # its traceback here and never shown to the client.
-            error_log.exception("unhandled error", extra={"request_id": state.get("request_id")})
+            error_log.exception("unhandled error", extra=_ids(state))
             if not response_started:
                 await send_error(send_observed, InfergateError(), state.get("request_id"))
         finally:
@@ -66,8 +69,10 @@ class ObserveMiddleware:
         route = getattr(scope.get("route"), "path", None) or "unmatched"
         model = state.get("model", "")
         version = state.get("version", "")
+        # The method is the client's word (h11 takes any token): a known one, or "OTHER".
+        method = scope["method"] if scope["method"] in _METHODS else "OTHER"
         m = self.metrics
-        m.requests.labels(route, scope["method"], str(status), model, version).inc()
+        m.requests.labels(route, method, str(status), model, version).inc()
         m.latency.labels(route, model).observe(seconds)
         triton_seconds = state.get("triton_seconds")
         if triton_seconds is not None:
@@ -75,10 +80,10 @@ class ObserveMiddleware:
         access_log.info(
             "request",
             extra={
-                "request_id": state.get("request_id"),
-                "method": scope["method"],
+                **_ids(state),
+                "method": method,
                 "path": _path_for_log(scope),
-                "query": scope.get("query_string", b"").decode("latin-1"),
+                "query": _query_for_log(scope),
                 "route": route,
                 "status": status,
                 "duration_ms": round(seconds * 1000, 2),
@@ -87,6 +92,24 @@ class ObserveMiddleware:
                 "triton_ms": round(triton_seconds * 1000, 2) if triton_seconds else None,
             },
         )
+
+
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+
+
+def _ids(state: dict) -> dict[str, str | None]:
+    ids = {"request_id": state.get("own_request_id") or state.get("request_id")}
+    if state.get("client_request_id"):
+        ids["client_request_id"] = state["client_request_id"]
+    return ids
+
+
+def _query_for_log(scope: Scope) -> str:
+    raw: bytes = scope.get("query_string", b"")
+    if not raw:
+        return ""
+    # The masks decode percent-escapes in every field; the query's `+` (a space) only here.
+    return unquote_plus(raw.decode("latin-1"), errors="replace")
 
 
 # Path parameters that identify a person: logged as a fingerprint, never as the id.

@@ -83,8 +83,11 @@ class GenerationStream:
             finish_reason=result.as_numpy("FINISH_REASON")[0].decode(),
         )
         if update.finish_reason:
+            # Done. Not cancel(): our side is already closed (one request, then the end of
+            # the request iterator), and Triton 2.51 ends the stream itself; cancelling a
+            # stream that has just ended can leave Triton holding the model (seen: a chat
+            # model that no shutdown could unload for the whole exit timeout).
             self.finished = True
-            self.cancel()  # the request is done; close our side of the stream
         return update
 
     def cancel(self) -> None:

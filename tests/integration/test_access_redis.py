@@ -65,6 +65,14 @@ class Workers:
             "INFERGATE_AUTH__TIERS": json.dumps(TIERS),
             "INFERGATE_AUTH__LAST_USED_INTERVAL_S": "0",
             "INFERGATE_REDIS__URL": redis.url,
+            # Generous Redis deadlines: 1 000 concurrent connections saturate both cores,
+            # and a Redis answer that waits 0.5 s for the event loop counts as an outage,
+            # after which the fail-open policy admits per process (seen: 152 and 200
+            # allowed of 100). The counting is what these tests check; the outage policy
+            # has its own tests below with the default deadlines.
+            "INFERGATE_REDIS__DEADLINE_S": "5",
+            "INFERGATE_REDIS__SOCKET_TIMEOUT_S": "5",
+            "INFERGATE_REDIS__CONNECT_TIMEOUT_S": "5",
             "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
         }
         self.proc = subprocess.Popen(

@@ -102,3 +102,67 @@ def test_cli_stops_on_repeated_signals(repository, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_admin_apis_need_the_launch_key_and_inference_does_not(repository, tmp_path):
+    """Triton's own ports have no authentication: its admin-type APIs (repository
+    control, logging, tracing, shared memory, statistics, model configuration) answer
+    only with this launch's key; health, metadata and inference stay open."""
+    import urllib.error
+    import urllib.request
+
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    def http(server: EmbeddedTriton, path: str, post: bool, headers: dict) -> int:
+        request = urllib.request.Request(
+            server.http_url + path,
+            data=b"{}" if post else None,
+            method="POST" if post else "GET",
+            headers=headers,
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    with EmbeddedTriton(_small_repository(repository, tmp_path), free_ports()) as server:
+        wrong = {"infergate-triton-admin": "not-the-key"}
+        for path, post in (
+            ("/v2/repository/index", True),
+            ("/v2/repository/models/sentiment/unload", True),
+            ("/v2/logging", False),
+            ("/v2/trace/setting", False),
+            ("/v2/systemsharedmemory/status", False),
+            ("/v2/models/sentiment/stats", False),
+            ("/v2/models/sentiment/config", False),
+        ):
+            assert http(server, path, post, {}) == 403, path
+            assert http(server, path, post, wrong) == 403, path
+            if not path.endswith("/unload"):
+                assert http(server, path, post, server.admin_headers) == 200, path
+        for path in ("/v2/health/ready", "/v2", "/v2/models/sentiment"):
+            assert http(server, path, False, {}) == 200, path
+
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        try:
+            for call in (
+                lambda h: client.get_model_repository_index(headers=h),
+                lambda h: client.get_log_settings(headers=h),
+                lambda h: client.update_log_settings({"log_verbose_level": 1}, headers=h),
+                lambda h: client.get_inference_statistics(headers=h),
+                lambda h: client.get_model_config("sentiment", headers=h),
+            ):
+                with pytest.raises(InferenceServerException, match="restricted"):
+                    call(None)
+                call(server.grpc_admin_headers)
+            client.update_log_settings({"log_verbose_level": 0}, headers=server.grpc_admin_headers)
+            assert client.is_server_ready() and client.get_model_metadata("sentiment")
+            text = grpcclient.InferInput("TEXT", [1, 1], "BYTES")
+            text.set_data_from_numpy(np.array([["a wonderful film"]], dtype=object))
+            result = client.infer("sentiment", [text])  # no key needed to infer
+            assert result.as_numpy("LABEL").shape == (1, 1)
+        finally:
+            client.close()

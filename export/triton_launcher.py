@@ -180,7 +180,7 @@ class EmbeddedTriton:
     ) -> None:
         """strict: a model that fails to load stops the start (the default, and what tests
         and CI want). Not strict (`serve`): Triton serves the models that loaded, and
-        `failed_models` says which did not and why (RELIABILITY row 8).
+        `failed_models` says which did not and why (docs/reliability.md: one model broken).
         admin_key: the key of the restricted APIs (default: `launch_admin_key()`)."""
         self.repository = Path(repository).resolve()
         self.ports = ports or TritonPorts()

@@ -126,7 +126,7 @@ def _start_triton(args: argparse.Namespace) -> subprocess.Popen[str]:
         str(args.triton_http_port),
         "--metrics-port",
         str(args.triton_metrics_port),
-        # One broken model must not take the others down (RELIABILITY row 8).
+        # One broken model must not take the others down (docs/reliability.md: one model broken).
         "--allow-failed-models",
     ]
     proc = subprocess.Popen(_with_parent_death_signal(cmd), stdout=subprocess.PIPE, text=True)

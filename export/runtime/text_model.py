@@ -212,13 +212,12 @@ class TritonPythonModel:
             description="Requests stopped by the runner because the caller cancelled",
             kind=pb_utils.MetricFamily.COUNTER,
         )
-        self.cancelled_metric = family.Metric(
-            labels={
-                "model": args["model_name"],
-                "version": str(version),
-                "instance": args["model_instance_name"],
-            }
-        )
+        labels = {
+            "model": args["model_name"],
+            "version": str(version),
+            "instance": args["model_instance_name"],
+        }
+        self.cancelled_metric = family.Metric(labels=labels)
 
         # Requests this instance is executing right now (Triton's own pending count covers
         # only the queue): lets callers see that a request reached the model.
@@ -227,13 +226,7 @@ class TritonPythonModel:
             description="Requests the runner instance is executing",
             kind=pb_utils.MetricFamily.GAUGE,
         )
-        self.active_metric = active.Metric(
-            labels={
-                "model": args["model_name"],
-                "version": str(version),
-                "instance": args["model_instance_name"],
-            }
-        )
+        self.active_metric = active.Metric(labels=labels)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         self.active_metric.set(len(requests))

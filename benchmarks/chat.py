@@ -27,10 +27,11 @@ from typing import Any
 import aiohttp
 import tritonclient.grpc.aio as grpcaio
 
-from export.triton_launcher import EmbeddedTriton, TritonPorts, free_port
+from export.triton_launcher import EmbeddedTriton, TritonPorts
 from frontend.triton.generate import GenerationParams, request_inputs
 
-from . import report
+from . import chat_report
+from .machine import machine
 from .targets import BENCH_ADMIN_KEY, start_frontend
 
 PROMPTS = [
@@ -88,7 +89,9 @@ async def frontend_stream(url: str, prompt: str, tokens: int) -> tuple[float, fl
 async def grpc_stream(url: str, prompt: str, tokens: int) -> tuple[float, float, int]:
     client = grpcaio.InferenceServerClient(url)
     messages = json.dumps([{"role": "user", "content": prompt}])
-    greedy = GenerationParams(tokens, 0.0, 1.0, 0, None, ())
+    greedy = GenerationParams(
+        max_tokens=tokens, temperature=0.0, top_p=1.0, top_k=0, seed=None, stop=()
+    )
     inputs = request_inputs(None, messages, greedy)
 
     async def one() -> Any:
@@ -178,65 +181,6 @@ async def run(frontend_url: str, grpc_url: str, metrics_url: str, args: Any) -> 
     }
 
 
-def plot(out: Path, results: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    levels = results["concurrency"]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.bar(
-        [str(level["streams"]) for level in levels],
-        [level["aggregate_tokens_per_s"] for level in levels],
-    )
-    ax.set_xlabel("concurrent streams (frontend, SSE)")
-    ax.set_ylabel("aggregate tokens/s")
-    ax.set_title("chat (SmolLM2-135M, CPU): in-flight batching")
-    fig.tight_layout()
-    fig.savefig(out / "chat.png", dpi=120)
-    plt.close(fig)
-
-
-def markdown(results: dict[str, Any]) -> list[str]:
-    single, levels = results["single_stream"], results["concurrency"]
-    goal = results["goal"]
-    return [
-        f"Greedy, {results['tokens_per_stream']} tokens per stream (`chat.png`).",
-        "",
-        "| single stream | tokens/s (median) | time to first token (median) |",
-        "| --- | --- | --- |",
-        *(
-            f"| {path} | {s['tokens_per_s_median']} | {s['ttft_ms_median']} ms |"
-            for path, s in single.items()
-        ),
-        "",
-        "| streams | aggregate tokens/s | median TTFT | sequences per decode step |",
-        "| --- | --- | --- | --- |",
-        *(
-            f"| {x['streams']} | {x['aggregate_tokens_per_s']} | {x['ttft_ms_median']} ms | "
-            f"{x['sequences_per_decode_step']} |"
-            for x in levels
-        ),
-        "",
-        f"Goal: {goal['name']}: ratio {goal['ratio']} ({'PASS' if goal['met'] else 'FAIL'}).",
-    ]
-
-
-def _write(out: Path, results: dict[str, Any]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    plot(out, results)
-    lines = [
-        "# Text generation benchmark",
-        "",
-        f"Machine: {json.dumps(results['machine'])}",
-        "",
-        *markdown(results),
-    ]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.chat")
     parser.add_argument("--tokens", type=int, default=64)
@@ -245,16 +189,15 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/reports")
     args = parser.parse_args()
     repository = Path(args.repository).resolve()
-    ports = TritonPorts(grpc=free_port(), http=free_port(), metrics=free_port())
-    with EmbeddedTriton(repository, ports) as triton:
+    with EmbeddedTriton(repository, TritonPorts.free()) as triton:
         target = start_frontend(triton.grpc_url, repository, workers=1)
         try:
             results = asyncio.run(run(target.url, triton.grpc_url, triton.metrics_url, args))
         finally:
             target.stop()
-    results["machine"] = report.machine()
+    results["machine"] = machine()
     out = Path(args.out) / (time.strftime("%Y-%m-%d_%H%M%S") + "-chat")
-    _write(out, results)
+    chat_report.write(out, results)
     print((out / "report.md").read_text())
 
 

@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .targets import TEXTS
+from .inputs import TEXTS
 
 
 def _cudart_dir() -> str | None:

@@ -4,13 +4,12 @@ computed here from the run's own rows (never from remembered numbers)."""
 from __future__ import annotations
 
 import json
-import os
-import platform
-import subprocess
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from . import chat_report
+from .machine import machine
 
 # Goals from the benchmarks issue, on single-input classification at concurrency 32.
 GOALS = [
@@ -21,45 +20,6 @@ GOALS = [
     ("frontend >= 1.8 x baseline (d) throughput", "batching_queue", "rps", ">=", 1.8),
     ("frontend p99 < baseline (d) p99", "batching_queue", "p99_ms", "<", 1.0),
 ]
-
-
-def machine() -> dict[str, Any]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-    except OSError:
-        commit = ""
-    versions = {}
-    for dist in (
-        "fastapi",
-        "uvicorn",
-        "tritonclient",
-        "onnxruntime",
-        "torch",
-        "sentence-transformers",
-        "nvidia-pytriton",
-    ):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = "absent"
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "commit": commit,
-        "packages": versions,
-    }
 
 
 def aggregate(rows: list[dict]) -> dict[tuple[str, str], dict[str, float]]:
@@ -202,6 +162,7 @@ def _plots(
 def write(
     out: Path,
     rows: list[dict],
+    *,
     descriptions: dict[str, str],
     config: dict[str, Any],
     chat_results: dict[str, Any] | None = None,
@@ -290,10 +251,8 @@ def write(
                 f"{c['rps_ratio']} |"
             )
     if chat_results:
-        from . import chat
-
-        chat.plot(out, chat_results)
-        lines += ["", "## Text generation (chat)", "", *chat.markdown(chat_results)]
+        chat_report.plot(out, chat_results)
+        lines += ["", "## Text generation (chat)", "", *chat_report.markdown(chat_results)]
     lines += [
         "",
         "## Results",

@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from export.triton_launcher import EmbeddedTriton, TritonPorts, free_port
+from export.triton_launcher import EmbeddedTriton, TritonPorts
 
 from . import chat, perf_analyzer, report
 from .loadgen import LoadResult, closed_loop, open_loop
@@ -88,8 +88,7 @@ def main() -> None:
     repository = Path(args.repository)
 
     started = time.time()
-    ports = TritonPorts(grpc=free_port(), http=free_port(), metrics=free_port())
-    triton_server = EmbeddedTriton(repository, ports).start(300)
+    triton_server = EmbeddedTriton(repository, TritonPorts.free()).start(300)
     targets: list[Target] = []
     rows: list[dict[str, Any]] = []
     chat_results: dict[str, Any] | None = None
@@ -99,9 +98,8 @@ def main() -> None:
             Target(
                 "triton",
                 "(b) Triton direct gRPC, raw text (our client)",
-                triton_server.grpc_url,
-                None,
-                {"single", "batch", "open", "embed"},
+                url=triton_server.grpc_url,
+                supports={"single", "batch", "open", "embed"},
             ),
             start_frontend(triton_server.grpc_url, repository, args.frontend_workers),
             start_frontend(
@@ -176,7 +174,9 @@ def main() -> None:
     }
     config["wall_seconds"] = round(time.time() - started, 1)
     out = Path(args.out) / time.strftime("%Y-%m-%d_%H%M%S")
-    summary = report.write(out, rows, descriptions, config, chat_results)
+    summary = report.write(
+        out, rows, descriptions=descriptions, config=config, chat_results=chat_results
+    )
     print(json.dumps(summary, indent=2, default=str))
     print(f"report: {out / 'report.md'}")
 

@@ -38,10 +38,12 @@ from typing import Any
 
 import numpy as np
 
-from export.triton_launcher import EmbeddedTriton, TritonPorts, free_port
+from export.triton_launcher import EmbeddedTriton, TritonPorts
+from procs.ports import free_port
+from procs.process import start_python
 
 from .loadgen import closed_loop
-from .targets import BENCH_ADMIN_KEY, RestCaller, Target, start_process, wait_http
+from .targets import BENCH_ADMIN_KEY, RestCaller, Target
 
 PREDICT = "/v1/models/intent/versions/1/predict"
 SERVERS = {
@@ -83,11 +85,11 @@ def start_server(name: str, triton_grpc: str, repository: Path) -> Target:
     target = Target(
         f"frontend-{name}",
         SERVERS[name],
-        f"http://127.0.0.1:{port}",
-        start_process(args, env),
+        url=f"http://127.0.0.1:{port}",
+        process=start_python(args, env=env),
         headers={"X-API-Key": BENCH_ADMIN_KEY},
     )
-    wait_http(target.url + "/health/ready")
+    target.wait_ready("/health/ready")
     return target
 
 
@@ -271,8 +273,7 @@ def main() -> None:
 
     triton = None
     if args.triton_url is None:
-        ports = TritonPorts(grpc=free_port(), http=free_port(), metrics=free_port())
-        triton = EmbeddedTriton(args.repository, ports, log_sink=lambda line: None)
+        triton = EmbeddedTriton(args.repository, TritonPorts.free(), log_sink=lambda line: None)
         triton.start(ready_timeout=300)
     grpc = args.triton_url or triton.grpc_url  # type: ignore[union-attr]
     names = [n for n in args.servers.split(",") if importlib.util.find_spec(MODULES[n])]

@@ -6,13 +6,11 @@ head) with the same inputs; embeddings scenarios use `embed`.
 
 from __future__ import annotations
 
-import os
+import json
 import secrets
 import subprocess
-import sys
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +19,13 @@ import httpx
 import numpy as np
 import tritonclient.grpc.aio as grpcaio
 
-from export.triton_launcher import free_port, with_parent_death_signal
+from procs.ports import free_port
+from procs.process import start_python
+from procs.process import stop as stop_process
+from procs.redis_server import start_redis
+from procs.wait import wait_http
 
-TEXTS = [
-    "please book a table for four people at eight",
-    "what's my account balance",
-    "I want to speak to a human agent right now, this is urgent",
-    "how do I say thank you in japanese",
-    "my card was declined at the store again and I am really annoyed about it",
-    "set an alarm for 6 am tomorrow",
-    "transfer 200 dollars from checking to savings",
-    "what is the meaning of life",
-    "can you tell me whether my flight to boston has been delayed",
-    "cancel my subscription",
-    "I've been waiting for a refund for three weeks and nobody answers my emails",
-    "play some jazz",
-]
+from .inputs import TEXTS
 
 Call = Callable[[int], Awaitable[None]]
 
@@ -45,42 +34,26 @@ Call = Callable[[int], Awaitable[None]]
 class Target:
     name: str
     description: str
+    _: KW_ONLY
     url: str = ""
     process: subprocess.Popen[bytes] | None = None
     supports: set[str] = field(default_factory=lambda: {"single", "batch", "open"})
     headers: dict[str, str] = field(default_factory=dict)  # credentials, for the frontend
     extra: list[subprocess.Popen[bytes]] = field(default_factory=list)  # e.g. its Redis
 
+    def wait_ready(self, route: str) -> None:
+        """Until it answers 200 on `route` (at once an error if its process exits); if it
+        never does, stop what it started (its Redis too) before the error goes up."""
+        try:
+            wait_http(self.url + route, proc=self.process)
+        except BaseException:
+            self.stop()
+            raise
+
     def stop(self) -> None:
         for proc in [self.process, *self.extra]:
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-
-
-def wait_http(url: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
-
-
-def start_process(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    # The servers die with the benchmark, even when it is killed.
-    return subprocess.Popen(
-        with_parent_death_signal([sys.executable, *args]),
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+            if proc is not None:
+                stop_process(proc)
 
 
 BENCH_ADMIN_KEY = "bench-admin-key-" + "0" * 32
@@ -100,43 +73,11 @@ FRONTENDS = {
 }
 
 
-def wait_redis(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    """Until the redis-server on `port` answers PING (or its process ends)."""
-    import redis
-
-    client = redis.Redis(port=port, socket_timeout=1)
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
-    finally:
-        client.close()
-
-
-def start_redis() -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        with_parent_death_signal(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        ),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_redis(port, proc)
-    return proc, f"redis://127.0.0.1:{port}/0"
-
-
 def start_frontend(
     triton_grpc: str, repository: Path, workers: int, name: str = "frontend"
 ) -> Target:
-    import json
-
+    """One frontend (`python -m frontend serve`) over the given Triton, ready; it dies
+    with the benchmark, even when the benchmark is killed."""
     port = free_port()
     env = {
         "INFERGATE_LOG__LEVEL": "WARNING",
@@ -152,7 +93,7 @@ def start_frontend(
         extra.append(redis_proc)
         env["INFERGATE_REDIS__URL"] = redis_url
         env["INFERGATE_AUTH__TIERS"] = json.dumps(BENCH_TIERS)
-    proc = start_process(
+    proc = start_python(
         [
             "-m",
             "frontend",
@@ -171,16 +112,16 @@ def start_frontend(
     target = Target(
         name,
         FRONTENDS[name].replace("->", f"({workers} worker) ->", 1),
-        f"http://127.0.0.1:{port}",
-        proc,
-        {
+        url=f"http://127.0.0.1:{port}",
+        process=proc,
+        supports={
             "frontend": {"single", "batch", "open", "embed", "cached"},
             "frontend_limits": {"single", "cached"},
         }.get(name, {"single"}),
-        {"X-API-Key": BENCH_ADMIN_KEY},
-        extra,
+        headers={"X-API-Key": BENCH_ADMIN_KEY},
+        extra=extra,
     )
-    wait_http(target.url + "/health/ready")
+    target.wait_ready("/health/ready")
     if name == "frontend_limits":
         made = httpx.post(
             target.url + "/v1/admin/keys",
@@ -202,11 +143,11 @@ BASELINES = {
 
 def start_baseline(name: str) -> Target:
     port = free_port()
-    proc = start_process(
+    proc = start_python(
         ["-m", f"benchmarks.baselines.{name}", str(port)], env={"HF_HUB_OFFLINE": "1"}
     )
-    target = Target(name, BASELINES[name], f"http://127.0.0.1:{port}", proc)
-    wait_http(target.url + "/health")
+    target = Target(name, BASELINES[name], url=f"http://127.0.0.1:{port}", process=proc)
+    target.wait_ready("/health")
     return target
 
 

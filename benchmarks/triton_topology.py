@@ -24,16 +24,12 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from export.triton_launcher import EmbeddedTriton, TritonPorts, free_port
+from export.triton_launcher import EmbeddedTriton, TritonPorts
 
 from .loadgen import closed_loop
 from .targets import GrpcCaller
 
 HERE = Path(__file__).parent
-
-
-def _ports() -> TritonPorts:
-    return TritonPorts(grpc=free_port(), http=free_port(), metrics=free_port())
 
 
 def fused_repository(base: Path, into: Path) -> Path:
@@ -101,7 +97,9 @@ def main() -> None:
         "fused": fused_repository(base, work / "fused"),
         "split": split_repository(base, work / "split"),
     }
-    servers = {name: EmbeddedTriton(repo, _ports()).start(180) for name, repo in repos.items()}
+    servers = {
+        name: EmbeddedTriton(repo, TritonPorts.free()).start(180) for name, repo in repos.items()
+    }
     rows: list[dict] = []
     try:
         for server in servers.values():  # warm-up, not recorded

@@ -34,7 +34,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -46,6 +45,10 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from procs.ports import distinct_free_ports, port_in_use
+from procs.process import with_parent_death_signal
+from procs.wait import http_ok
 
 from .cache import cache_root
 
@@ -90,6 +93,13 @@ class TritonPorts:
     grpc: int = DEFAULT_GRPC_PORT
     http: int = DEFAULT_HTTP_PORT
     metrics: int = DEFAULT_METRICS_PORT
+
+    @classmethod
+    def free(cls, host: str = DEFAULT_HOST) -> TritonPorts:
+        """Three different ports nothing listens on (tests and benchmarks: several
+        Triton at once, none on the defaults)."""
+        grpc, http, metrics = distinct_free_ports(3, host)
+        return cls(grpc=grpc, http=http, metrics=metrics)
 
 
 @dataclass(frozen=True)
@@ -139,32 +149,6 @@ def prepare_backends(install: TritonInstall, into: Path | None = None) -> Path:
     return backends
 
 
-def port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def free_port(host: str = DEFAULT_HOST) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def with_parent_death_signal(cmd: list[str]) -> list[str]:
-    """The child gets SIGTERM if its parent dies, so no orphan keeps the ports.
-
-    Done with util-linux `setpriv --pdeathsig`, not a `preexec_fn`: Python code between
-    fork and exec is unsafe in a process with gRPC threads (seen: the child aborted in
-    gRPC's epoll poller), and without a preexec_fn subprocess can use vfork."""
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "TERM", "--", *cmd] if setpriv else cmd
-
-
 class EmbeddedTriton:
     """One tritonserver process. Use as a context manager or call start()/stop()."""
 
@@ -172,6 +156,7 @@ class EmbeddedTriton:
         self,
         repository: Path,
         ports: TritonPorts | None = None,
+        *,
         host: str = DEFAULT_HOST,
         log_sink: Callable[[str], None] | None = None,
         extra_args: tuple[str, ...] = (),
@@ -319,11 +304,7 @@ class EmbeddedTriton:
                 self.log_sink(line)
 
     def is_ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=1) as resp:
-                return resp.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        return http_ok(f"{self.http_url}/v2/health/ready", timeout_s=1)
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +19,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from procs.process import stop as stop_process
+from procs.process import with_parent_death_signal
 
 EXAMPLES = """
 infergate is up at http://{host}:{port}  (docs: http://{host}:{port}/docs)
@@ -100,14 +102,6 @@ def _prepare_auth(workers: int) -> str:
     return f"\n  export IG_ADMIN_KEY=$(cat {os.path.abspath(KEY_FILE)})\n"
 
 
-def _with_parent_death_signal(cmd: list[str]) -> list[str]:
-    # uvicorn re-raises SIGTERM after its graceful shutdown, so this process may end before
-    # any `finally` runs: the kernel then sends the launcher SIGTERM and it stops Triton.
-    # (setpriv rather than a preexec_fn: no Python between fork and exec.)
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "TERM", "--", *cmd] if setpriv else cmd
-
-
 def _start_triton(args: argparse.Namespace) -> subprocess.Popen[str]:
     """The launcher runs as its own process: export and frontend share no imports."""
     # Triton's admin APIs (repository control, logging, ...) want a key: a random one per
@@ -129,7 +123,10 @@ def _start_triton(args: argparse.Namespace) -> subprocess.Popen[str]:
         # One broken model must not take the others down (docs/reliability.md: one model broken).
         "--allow-failed-models",
     ]
-    proc = subprocess.Popen(_with_parent_death_signal(cmd), stdout=subprocess.PIPE, text=True)
+    # With the parent-death signal: uvicorn re-raises SIGTERM after its graceful shutdown,
+    # so this process may end before any `finally` runs; the kernel then sends the launcher
+    # SIGTERM and it stops Triton.
+    proc = subprocess.Popen(with_parent_death_signal(cmd), stdout=subprocess.PIPE, text=True)
     ready = threading.Event()
 
     def watch() -> None:
@@ -201,13 +198,7 @@ def _stop_triton(launcher: subprocess.Popen[str]) -> None:
     """SIGTERM the launcher, which stops Triton and its backend stubs (a few seconds: the
     chat model ends its generations at once); SIGKILL if it hangs (Triton then gets its
     parent-death signal)."""
-    if launcher.poll() is None:
-        launcher.terminate()
-    try:
-        launcher.wait(45)
-    except subprocess.TimeoutExpired:
-        launcher.kill()
-        launcher.wait(10)
+    stop_process(launcher, timeout_s=45)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,11 +1,18 @@
-"""Secrets and personal data to seed into requests, and the check that none of them (in
-any spelling a log could hold: as sent, percent-encoded, plus-encoded, without its
-separators) reached a log. Shared by the unit and the integration masking tests."""
+"""Secrets and personal data to seed into requests, the app's logs captured while they are
+sent, and the check that none of them (in any spelling a log could hold: as sent,
+percent-encoded, plus-encoded, without its separators) reached a log. Shared by the unit
+and the integration masking tests."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import re
+from collections.abc import Iterator
 from urllib.parse import quote, quote_plus
+
+from frontend.observability.logging import JsonFormatter
 
 # One of each kind the masks know. Each value is specific enough that finding it (or a
 # telling piece of it) in a log can only mean a leak.
@@ -41,6 +48,25 @@ SECRET_PARAMS = {
     )
 }
 BEARER = "opaqueBearerT0kenValue9"
+# Every request header the app reads or a proxy commonly adds: each gets `seeded_text()`.
+HEADERS = (
+    "User-Agent",
+    "Referer",
+    "Cookie",
+    "X-Model-Version",
+    "X-On-Behalf-Of",
+    "If-None-Match",
+    "Cache-Control",
+    "X-Forwarded-For",
+    "Origin",
+)
+
+
+def path_seeds() -> list[str]:
+    """Every seed as it can stand alone in a path or a header: a bare secret has no shape
+    to know it by, so secrets come with their name (`token=...`, `Bearer ...`)."""
+    labelled = [f"{k}={v}" for k, v in SECRET_PARAMS.items()] + [f"Bearer {BEARER}"]
+    return [*PII.values(), *labelled]
 
 
 def query_variants() -> list[str]:
@@ -91,6 +117,22 @@ def leaks(logged: str) -> list[str]:
         for spelling in spellings
         if spelling in logged
     ]
+
+
+@contextlib.contextmanager
+def captured_logs() -> Iterator[io.StringIO]:
+    """What the app's formatter writes, as on stderr, while the block runs: the app's
+    logs, not the test client's own request log (httpx logs every URL)."""
+    sink = io.StringIO()
+    handler = logging.StreamHandler(sink)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(lambda record: not record.name.startswith("httpx"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield sink
+    finally:
+        root.removeHandler(handler)
 
 
 def seeded_text() -> str:

@@ -7,7 +7,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,14 +14,18 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from export.triton_launcher import EmbeddedTriton, TritonPorts, free_port
+from export.triton_launcher import EmbeddedTriton, TritonPorts
+from procs.ports import free_port
+from procs.redis_server import start_redis
+from procs.wait import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 REPOSITORY = ROOT / "model_repository"
 
 
 def free_ports() -> TritonPorts:
-    return TritonPorts(grpc=free_port(), http=free_port(), metrics=free_port())
+    """Ports for one more Triton (the tests start several)."""
+    return TritonPorts.free()
 
 
 @pytest.fixture(scope="session")
@@ -99,12 +102,13 @@ class LiveFrontend:
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
-
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("frontend did not start")
-            time.sleep(0.05)
+        wait_for(
+            lambda: self.server.started,
+            "the frontend to start",
+            30,
+            interval_s=0.05,
+            stop_early=lambda: None if self.thread.is_alive() else "its server thread ended",
+        )
 
     @property
     def url(self) -> str:
@@ -173,31 +177,9 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        binary = shutil.which("redis-server")
-        if binary is None:
+        if shutil.which("redis-server") is None:
             pytest.fail("redis-server is not installed (.ci/run installs it)")
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-                "--protected-mode",
-                "yes",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        from benchmarks.targets import wait_redis
-
-        wait_redis(self.port, self.proc)
+        self.proc, _ = start_redis(self.port, workdir=self.workdir)
         return self
 
     def kill(self) -> None:

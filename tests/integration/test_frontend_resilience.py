@@ -22,9 +22,11 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from export.triton_launcher import EmbeddedTriton, port_in_use
+from export.triton_launcher import EmbeddedTriton
 from frontend.app import create_app
 from frontend.observability.logging import JsonFormatter
+from procs.ports import free_port, port_in_use, wait_port_free
+from procs.wait import wait_for, wait_http
 
 from .conftest import (
     ADMIN,
@@ -32,11 +34,9 @@ from .conftest import (
     ROOT,
     TEST_SECRET,
     LiveFrontend,
-    free_port,
     free_ports,
     frontend_settings,
 )
-from .triton_metrics import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -55,16 +55,8 @@ def _sentiment_only(repository: Path, into: Path, **config_changes) -> Path:
     return into
 
 
-def _wait_port_free(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while port_in_use("127.0.0.1", port) and time.monotonic() < deadline:
-        time.sleep(0.2)
-
-
 def _serve(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     """`python -m frontend serve` in a subprocess on a free port, once it is ready."""
-    from benchmarks.targets import wait_http
-
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "frontend", "serve", "--port", str(port), *args],
@@ -81,7 +73,7 @@ def _serve(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Po
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(url + "/health/ready", timeout=120)
+        wait_http(url + "/health/ready", timeout_s=120)
     except RuntimeError:
         proc.kill()
         raise
@@ -110,7 +102,7 @@ def test_triton_down_then_back_without_restarting_the_app(repository, tmp_path):
             assert down.status_code == 503 and down.headers["Retry-After"] == "1"
             assert down.json()["error"]["code"] == "upstream_unavailable"
 
-            _wait_port_free(ports.grpc)
+            wait_port_free(ports.grpc)
             triton = EmbeddedTriton(repo, ports).start(120)
             back_at = time.monotonic()
             while time.monotonic() - back_at < 10:
@@ -449,7 +441,7 @@ def test_sigterm_to_the_stack_stops_embedded_triton_too(repository, tmp_path):
         assert port_in_use("127.0.0.1", grpc_port)
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
-        _wait_port_free(grpc_port, timeout=30)
+        wait_port_free(grpc_port, timeout_s=30)
         assert not port_in_use("127.0.0.1", grpc_port), "Triton outlived the stack"
     finally:
         if proc.poll() is None:
@@ -490,7 +482,7 @@ def test_triton_killed_hard_under_load(repository, tmp_path):
         triton.kill()  # Triton and its backend stubs, SIGKILL
         not_ready_in = ready_at(killed_at, 503)
         time.sleep(10)
-        _wait_port_free(ports.grpc)
+        wait_port_free(ports.grpc)
         triton = EmbeddedTriton(repo, ports).start(120)
         back_at = time.monotonic()
         first_ok = None

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from export.triton_launcher import EmbeddedTriton, TritonLaunchError, TritonPorts, port_in_use
+from export.triton_launcher import EmbeddedTriton, TritonLaunchError, TritonPorts
+from procs.ports import port_in_use
 
 from .conftest import free_ports
 

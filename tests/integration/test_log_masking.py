@@ -5,46 +5,32 @@ form-encoded, twice encoded), every header and the body; the logs hold none of t
 
 from __future__ import annotations
 
-import io
-import logging
-import time
 from urllib.parse import quote
 
 import httpx
 import pytest
 
-from frontend.observability.logging import JsonFormatter
-from tests.log_seeds import BEARER, PII, SECRET_PARAMS, leaks, query_variants, seeded_text
+from procs.wait import wait_for
+from tests.log_seeds import (
+    BEARER,
+    HEADERS,
+    PII,
+    captured_logs,
+    leaks,
+    path_seeds,
+    query_variants,
+    seeded_text,
+)
 
 from .conftest import ADMIN, ADMIN_KEY
 
 pytestmark = pytest.mark.integration
 
-HEADERS = (
-    "User-Agent",
-    "Referer",
-    "Cookie",
-    "X-Model-Version",
-    "X-On-Behalf-Of",
-    "If-None-Match",
-    "Cache-Control",
-    "X-Forwarded-For",
-    "Origin",
-)
-
 
 def test_no_seeded_secret_or_personal_datum_reaches_the_logs(frontend):
-    sink = io.StringIO()
-    handler = logging.StreamHandler(sink)
-    handler.setFormatter(JsonFormatter())
-    # The app's logs, not the test client's own request log (httpx logs every URL).
-    handler.addFilter(lambda record: not record.name.startswith("httpx"))
-    root = logging.getLogger()
-    root.addHandler(handler)
     text = seeded_text()
-    labelled = [f"{k}={v}" for k, v in SECRET_PARAMS.items()] + [f"Bearer {BEARER}"]
     sent = 0
-    try:
+    with captured_logs() as sink:
         with httpx.Client(base_url=frontend.url, timeout=120, headers=ADMIN) as http:
 
             def send(method: str, url: str, logged: bool = True, **kwargs) -> None:
@@ -52,7 +38,7 @@ def test_no_seeded_secret_or_personal_datum_reaches_the_logs(frontend):
                 http.request(method, url, **kwargs)
                 sent += logged
 
-            for value in [*PII.values(), *labelled]:
+            for value in path_seeds():
                 once = quote(value, safe="")
                 send("POST", f"/v1/models/{once}/predict", json={"inputs": "x"})
                 send("POST", f"/v1/models/{quote(once, safe='')}/predict", json={"inputs": "x"})
@@ -99,11 +85,12 @@ def test_no_seeded_secret_or_personal_datum_reaches_the_logs(frontend):
             send("POST", "/v1/models/sentiment/predict", content=b'{"inputs": "' + text.encode())
             send("POST", "/v1/auth/token", json={"username": PII["email"], "password": text})
         # The access record is written just after the response is sent: wait for it.
-        deadline = time.monotonic() + 10
-        while sink.getvalue().count('"infergate.access"') < sent and time.monotonic() < deadline:
-            time.sleep(0.02)
-    finally:
-        root.removeHandler(handler)
+        wait_for(
+            lambda: sink.getvalue().count('"infergate.access"') >= sent,
+            f"{sent} access records",
+            10,
+            interval_s=0.02,
+        )
     logged = sink.getvalue()
     assert logged.count('"infergate.access"') >= sent  # every request was logged ...
     assert leaks(logged) == []  # ... and nothing seeded in it survived

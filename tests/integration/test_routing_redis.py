@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from benchmarks.targets import TEXTS
+from benchmarks.inputs import TEXTS
 
 from .conftest import ADMIN, TEST_SECRET, LiveFrontend, RedisServer, frontend_settings
 from .test_access_redis import Workers

@@ -41,9 +41,11 @@ from export.runtime.generation import (
     Sampling,
 )
 from export.triton_launcher import EmbeddedTriton
+from procs.ports import free_port
+from procs.wait import wait_for
 
-from .conftest import ADMIN, ADMIN_KEY, ROOT, TEST_SECRET, free_port, free_ports
-from .triton_metrics import model_gauge, wait_for
+from .conftest import ADMIN, ADMIN_KEY, ROOT, TEST_SECRET, free_ports
+from .triton_metrics import model_gauge
 
 pytestmark = pytest.mark.integration
 

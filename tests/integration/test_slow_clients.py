@@ -18,9 +18,10 @@ import orjson
 import pytest
 
 from benchmarks.slow_clients import attack
-from benchmarks.targets import wait_http
+from procs.ports import free_port
+from procs.wait import wait_http
 
-from .conftest import ADMIN, ADMIN_KEY, ROOT, TEST_SECRET, free_port
+from .conftest import ADMIN, ADMIN_KEY, ROOT, TEST_SECRET
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +48,7 @@ def served(triton, repository: Path) -> Iterator[int]:
         cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        wait_http(f"http://127.0.0.1:{port}/health/ready", timeout=120)
+        wait_http(f"http://127.0.0.1:{port}/health/ready", timeout_s=120)
         yield port
     finally:
         proc.terminate()

@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 import time
 import urllib.request
-from collections.abc import Callable
+
+# wait_for lives in procs.wait; still importable from here for the tests that import it so.
+from procs.wait import wait_for as wait_for
 
 
 def counter(metrics_url: str, name: str, model: str, version: str) -> float:
@@ -39,14 +41,3 @@ def model_gauge(metrics_url: str, name: str, model: str) -> float:
     text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
     pattern = rf'^{name}{{[^}}]*model="{model}"[^}}]*}} (\S+)$'
     return sum(float(v) for v in re.findall(pattern, text, re.M))
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 10.0) -> float:
-    """Poll until `predicate()` holds; fail fast with `what` after the deadline. Returns the
-    seconds waited (waits on observable state, never a fixed sleep)."""
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout_s:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.01)
-    return time.monotonic() - started

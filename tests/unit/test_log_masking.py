@@ -6,7 +6,6 @@ the masks stay cheap: linear in the text, and skipped for text with nothing to m
 from __future__ import annotations
 
 import io
-import logging
 import random
 import re
 import time
@@ -16,8 +15,18 @@ from urllib.parse import quote
 import pytest
 
 from frontend.middleware.request_id import client_request_id
-from frontend.observability.logging import JsonFormatter, apply_patterns, mask
-from tests.log_seeds import BEARER, PII, SECRET_PARAMS, leaks, query_variants, seeded_text
+from frontend.observability.logging import apply_patterns, mask
+from tests.log_seeds import (
+    BEARER,
+    HEADERS,
+    PII,
+    SECRET_PARAMS,
+    captured_logs,
+    leaks,
+    path_seeds,
+    query_variants,
+    seeded_text,
+)
 
 from .test_frontend_errors import ADMIN_KEY, FakeTriton, _client
 
@@ -32,18 +41,6 @@ PLACEHOLDERS = (
     "[JWT]",
     "[REDACTED]",
 )
-# Every request header the app reads or a proxy commonly adds.
-HEADERS = (
-    "User-Agent",
-    "Referer",
-    "Cookie",
-    "X-Model-Version",
-    "X-On-Behalf-Of",
-    "If-None-Match",
-    "Cache-Control",
-    "X-Forwarded-For",
-    "Origin",
-)
 
 
 @pytest.fixture
@@ -56,16 +53,8 @@ def client(tmp_path):
 @pytest.fixture
 def captured() -> Iterator[io.StringIO]:
     """What the app's formatter writes, as on stderr (not httpx's own request log)."""
-    sink = io.StringIO()
-    handler = logging.StreamHandler(sink)
-    handler.setFormatter(JsonFormatter())
-    handler.addFilter(lambda record: not record.name.startswith("httpx"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
+    with captured_logs() as sink:
         yield sink
-    finally:
-        root.removeHandler(handler)
 
 
 def _send_every_seed(client) -> int:
@@ -78,9 +67,7 @@ def _send_every_seed(client) -> int:
         client.request(method, url, **kwargs)
         sent += 1
 
-    # A bare secret has no shape to know it by: in a path it comes with its name.
-    labelled = [f"{k}={v}" for k, v in SECRET_PARAMS.items()] + [f"Bearer {BEARER}"]
-    for value in [*PII.values(), *labelled]:
+    for value in path_seeds():
         once, twice = quote(value, safe=""), quote(quote(value, safe=""), safe="")
         send("POST", f"/v1/models/{once}/predict", json={"inputs": "x"})
         send("POST", f"/v1/models/{twice}/predict", json={"inputs": "x"})

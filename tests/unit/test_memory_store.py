@@ -7,24 +7,15 @@ import asyncio
 
 import pytest
 
-from frontend.state import memory
 from frontend.state.memory import SWEEP_MIN, MemoryStore
 from frontend.state.store import Window
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from .clock import FakeClock, fake_monotonic
 
 
 @pytest.fixture
-def clock(monkeypatch):
-    fake = Clock()
-    monkeypatch.setattr(memory.time, "monotonic", fake)
-    return fake
+def clock(monkeypatch) -> FakeClock:
+    return fake_monotonic(monkeypatch, start=100.0)
 
 
 def test_expired_windows_and_values_are_swept(clock):

@@ -5,25 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from frontend.auth import outage
 from frontend.auth.outage import OutageCache
 from frontend.errors import StateUnavailable
 from frontend.settings import AuthSettings
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from .clock import FakeClock, fake_monotonic
 
 
 @pytest.fixture
-def clock(monkeypatch):
-    fake = Clock()
-    monkeypatch.setattr(outage.time, "monotonic", fake)
-    return fake
+def clock(monkeypatch) -> FakeClock:
+    return fake_monotonic(monkeypatch, start=1000.0)
 
 
 def test_default_is_five_minutes():

@@ -25,6 +25,11 @@ def card(spec: ModelSpec, version: VersionSpec, facts: dict[str, Any], target: s
         "num_labels": len(labels),
         "embedding_dim": facts["width"] if spec.task == "feature-extraction" else None,
         "max_length_tokens": spec.max_length,
+        # Generation limits: every card names every field (the frontend's schema).
+        "max_prompt_tokens": None,
+        "max_completion_tokens": None,
+        "slots": None,
+        "queue": None,
         "truncation": f"texts longer than {spec.max_length} tokens are truncated to the first "
         f"{spec.max_length}; the TRUNCATED output is true for them",
         "score_kind": version.head.score_kind if labels else None,
@@ -41,6 +46,7 @@ def card(spec: ModelSpec, version: VersionSpec, facts: dict[str, Any], target: s
                 if spec.task == "feature-extraction"
                 else ["LABEL", "SCORE", "SCORES", "NUM_TOKENS", "TRUNCATED"]
             ),
+            "decoupled": False,
         },
     }
 

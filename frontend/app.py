@@ -20,6 +20,7 @@ from .api import (
     routing_admin,
     usage,
 )
+from .container import ServiceOverrides, services_of
 from .lifespan import lifespan
 from .middleware.body_guard import BodyGuardMiddleware
 from .middleware.disconnect import DisconnectCancelMiddleware
@@ -32,7 +33,6 @@ from .middleware.worker_id import WorkerIdMiddleware
 from .observability.logging import configure_logging
 from .observability.metrics import Metrics
 from .responses import OrjsonResponse
-from .services.health import ReadinessCache
 from .settings import Settings
 
 DESCRIPTION = """
@@ -53,21 +53,26 @@ pro: 100/minute and 10 000/day, enterprise: 1 000/minute, by default). Responses
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, overrides: ServiceOverrides | None = None
+) -> FastAPI:
+    """The app; its services are built when its lifespan starts. `overrides`: parts to
+    use instead of building them (tests pass fakes: a Triton client, a state store...)."""
     settings = settings or Settings()
     configure_logging(settings.log.level, settings.log.json_format)
+    # Made here, not at start-up: the observe middleware counts from the first request.
+    # infergate_redis_up only where there is a Redis to be up or down.
+    metrics = Metrics(
+        redis_configured=settings.redis.url is not None
+        or (overrides is not None and overrides.redis is not None)
+    )
     app = FastAPI(
         title="infergate",
         version="0.1.0",
         description=DESCRIPTION,
-        lifespan=lifespan,
+        lifespan=lifespan(settings, metrics, overrides),
         default_response_class=OrjsonResponse,
     )
-    app.state.settings = settings
-    app.state.started = False
-    # infergate_redis_up only where there is a Redis to be up or down.
-    app.state.metrics = Metrics(redis_configured=settings.redis.url is not None)
-    app.state.readiness = ReadinessCache(settings.triton.ready_cache_s)
     handlers.install(app)
     routers = (predict, embeddings, chat, models, auth, usage, keys, admin, routing_admin, health)
     for module in routers:
@@ -108,7 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ],
         )
     app.add_middleware(DisconnectCancelMiddleware)
-    app.add_middleware(ObserveMiddleware, metrics=app.state.metrics)
+    app.add_middleware(ObserveMiddleware, metrics=metrics)
     app.add_middleware(
         SecurityHeadersMiddleware,
         hsts_max_age_s=settings.server.hsts_max_age_s,
@@ -156,12 +161,13 @@ def _document_tiers(app: FastAPI, tiers: list[str]) -> None:
 def _document_generation_limits(app: FastAPI, schema: dict) -> None:
     """max_tokens is bounded by the served generation model's card: name the bound in the
     served OpenAPI, so that a schema-valid request is one the model accepts."""
-    catalog = getattr(app.state, "catalog", None)
+    services = services_of(app)
+    catalog = services.catalog if services is not None else None
     limits = [
-        int(card["max_completion_tokens"])
+        card.max_completion_tokens
         for model in (catalog.models.values() if catalog else [])
         for card in model.cards.values()
-        if "max_completion_tokens" in card
+        if card.max_completion_tokens is not None
     ]
     if not limits:
         return

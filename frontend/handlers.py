@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import Scope
 
+from .context import context
 from .errors import (
     BadRequest,
     InfergateError,
@@ -23,7 +24,7 @@ from .responses import error_response
 
 
 def request_id_of(request: Request) -> str | None:
-    return getattr(request.state, "request_id", None)
+    return context(request).request_id
 
 
 async def on_infergate_error(request: Request, exc: Exception) -> Response:
@@ -54,7 +55,7 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         error = NotFound(f"no route {request.url.path}")
     elif exc.status_code == 405:
-        method = "HEAD" if getattr(request.state, "head_as_get", False) else request.method
+        method = "HEAD" if context(request).head_as_get else request.method
         error = MethodNotAllowed(f"method {method} is not allowed on {request.url.path}")
     elif exc.status_code == 413:
         error = PayloadTooLarge(str(exc.detail))

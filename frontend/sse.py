@@ -21,6 +21,7 @@ import orjson
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
+from .context import context
 from .errors import InfergateError, UpstreamUnavailable, envelope
 
 log = logging.getLogger("infergate.sse")
@@ -108,7 +109,7 @@ class EventStream(EventSourceResponse):
         self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self._request_id = scope.get("state", {}).get("request_id")
+        self._request_id = context(scope).request_id
         try:
             await super().__call__(scope, receive, send)
         finally:

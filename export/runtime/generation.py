@@ -35,6 +35,18 @@ class GenerationError(Exception):
         self.code = code
 
 
+# The sampling bounds, each one number. The frontend's request schema checks the same
+# numbers first (frontend/schemas/chat.py; the packages share no code, so
+# tests/unit/test_sampling_bounds.py holds them equal); these are for callers that reach
+# Triton's gRPC directly with raw inputs. max_tokens' bound is the model's (`Limits`).
+MIN_TEMPERATURE = 0  # greedy
+MAX_TEMPERATURE = 2
+MAX_TOP_P = 1  # and above 0
+MIN_TOP_K = 0  # off; no upper bound: a cut at or above the vocabulary is no cut
+MAX_STOP_SEQUENCES = 4  # each non-empty
+MAX_SEED = 2**63 - 1  # SEED is INT64, and numpy's generator takes no negative seed
+
+
 @dataclass(frozen=True)
 class Sampling:
     max_tokens: int
@@ -109,6 +121,25 @@ def validate_messages(raw: Any) -> list[dict[str, str]]:
             raise GenerationError("invalid", f"messages[{i}].content must be a string")
         messages.append({"role": role, "content": content})
     return messages
+
+
+def check_sampling(s: Sampling, max_completion_tokens: int) -> None:
+    if not 1 <= s.max_tokens <= max_completion_tokens:
+        raise GenerationError("invalid", f"max_tokens must be 1..{max_completion_tokens}")
+    if not MIN_TEMPERATURE <= s.temperature <= MAX_TEMPERATURE:
+        raise GenerationError(
+            "invalid", f"temperature must be {MIN_TEMPERATURE}..{MAX_TEMPERATURE}"
+        )
+    if not 0 < s.top_p <= MAX_TOP_P:
+        raise GenerationError("invalid", f"top_p must be in (0, {MAX_TOP_P}]")
+    if s.top_k < MIN_TOP_K:
+        raise GenerationError("invalid", f"top_k must be >= {MIN_TOP_K}")
+    if len(s.stop) > MAX_STOP_SEQUENCES or any(not x for x in s.stop):
+        raise GenerationError(
+            "invalid", f"stop takes at most {MAX_STOP_SEQUENCES} non-empty sequences"
+        )
+    if s.seed is not None and not 0 <= s.seed <= MAX_SEED:
+        raise GenerationError("invalid", f"seed must be 0..{MAX_SEED}")
 
 
 def sample(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator) -> int:
@@ -223,23 +254,9 @@ class ChatEngine:
             )
         return ids
 
-    def check_sampling(self, s: Sampling) -> None:
-        if not 1 <= s.max_tokens <= self.limits.max_completion_tokens:
-            raise GenerationError(
-                "invalid", f"max_tokens must be 1..{self.limits.max_completion_tokens}"
-            )
-        if not 0 <= s.temperature <= 2:
-            raise GenerationError("invalid", "temperature must be 0..2")
-        if not 0 < s.top_p <= 1:
-            raise GenerationError("invalid", "top_p must be in (0, 1]")
-        if s.top_k < 0:
-            raise GenerationError("invalid", "top_k must be >= 0")
-        if len(s.stop) > 4 or any(not x for x in s.stop):
-            raise GenerationError("invalid", "stop takes at most 4 non-empty sequences")
-
     def submit(self, prompt_ids: list[int], sampling: Sampling, sink: Sink) -> None:
         """Queue one sequence or refuse it at once (overloaded): never blocks."""
-        self.check_sampling(sampling)
+        check_sampling(sampling, self.limits.max_completion_tokens)
         seq = Sequence(prompt_ids, sampling, sink, np.random.default_rng(sampling.seed))
         if self.fail_on_seed is not None and sampling.seed == self.fail_on_seed:
             seq.fail_after = 3

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
-from ..deps import AccessDep, AdminDep, CatalogDep, SettingsDep
+from ..cache.service import ResultCache
+from ..deps import AccessDep, AdminDep, CacheDep, CatalogDep, SettingsDep
 from ..schemas.access import (
     CachePurged,
     CacheSummary,
@@ -136,12 +137,12 @@ async def tiers(_: AdminDep, settings: SettingsDep) -> object:
     responses=ERRORS,
     summary="Cache hit rate, hits, misses and entries per model (role: admin)",
 )
-async def cache_summary(_: AdminDep, request: Request, catalog: CatalogDep) -> object:
-    return await request.app.state.cache.summary(catalog.names())
+async def cache_summary(_: AdminDep, cache: CacheDep, catalog: CatalogDep) -> object:
+    return await cache.summary(catalog.names())
 
 
-async def _purge(request: Request, model: str | None, version: str | None) -> dict:
-    purged = await request.app.state.cache.store.purge(model, version)
+async def _purge(cache: ResultCache, model: str | None, version: str | None) -> dict:
+    purged = await cache.store.purge(model, version)
     return {"purged": purged, "model": model, "version": version}
 
 
@@ -151,8 +152,8 @@ async def _purge(request: Request, model: str | None, version: str | None) -> di
     responses=ERRORS,
     summary="Purge every cached answer (role: admin)",
 )
-async def cache_purge_all(_: AdminDep, request: Request) -> object:
-    return await _purge(request, None, None)
+async def cache_purge_all(_: AdminDep, cache: CacheDep) -> object:
+    return await _purge(cache, None, None)
 
 
 @router.delete(
@@ -162,10 +163,10 @@ async def cache_purge_all(_: AdminDep, request: Request) -> object:
     summary="Purge a model's cached answers, every version (role: admin)",
 )
 async def cache_purge_model(
-    model: str, _: AdminDep, request: Request, catalog: CatalogDep
+    model: str, _: AdminDep, cache: CacheDep, catalog: CatalogDep
 ) -> object:
     catalog.get(model)
-    return await _purge(request, model, None)
+    return await _purge(cache, model, None)
 
 
 @router.delete(
@@ -175,8 +176,8 @@ async def cache_purge_model(
     summary="Purge one model version's cached answers (role: admin)",
 )
 async def cache_purge_version(
-    model: str, version: str, _: AdminDep, request: Request, catalog: CatalogDep
+    model: str, version: str, _: AdminDep, cache: CacheDep, catalog: CatalogDep
 ) -> object:
     # The resolved number, not the text: "02" purges version 2's entries.
     resolved = catalog.resolve_version(catalog.get(model), version)
-    return await _purge(request, model, str(resolved))
+    return await _purge(cache, model, str(resolved))

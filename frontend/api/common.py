@@ -6,19 +6,22 @@ from fastapi import Request
 from starlette.responses import Response
 
 from ..auth.principal import Principal
+from ..context import context
 from ..errors import PreconditionFailed
+from ..observability.metrics import Metrics
 from ..responses import OrjsonResponse
 from ..services.inference import Answer, CallContext
+from ..settings import Settings
 
 
-def call_context(request: Request, caller: Principal) -> CallContext:
+def call_context(request: Request, caller: Principal, settings: Settings) -> CallContext:
     """Callers opt out of the cache with `Cache-Control: no-cache` (or no-store): neither
     read nor written. The routing subject is the caller's account, or `X-User-Id` when
     the caller's role is trusted to speak for its users."""
     directives = request.headers.get("cache-control", "").lower()
     subject = caller.account
     on_behalf = request.headers.get("x-user-id")
-    if on_behalf and caller.role in request.app.state.settings.routing.trusted_roles:
+    if on_behalf and caller.role in settings.routing.trusted_roles:
         subject = "ext:" + on_behalf[:200]
     return CallContext(
         caller.account, "no-cache" in directives or "no-store" in directives, subject
@@ -42,21 +45,19 @@ def _check_no_current_representation(request: Request) -> None:
         )
 
 
-def answer_response(request: Request, answer: Answer) -> Response:
+def answer_response(request: Request, answer: Answer, metrics: Metrics) -> Response:
     """Tell the observe middleware what answered, count the batch, add the cache headers,
     and respond (304 with no body when the caller already has this answer)."""
-    state = request.state
-    state.model, state.version, state.triton_seconds = (
+    ctx = context(request)
+    ctx.model, ctx.version, ctx.triton_seconds = (
         answer.model,
         answer.version,
         answer.triton_seconds,
     )
     _check_no_current_representation(request)
-    request.app.state.metrics.batch_items.labels(answer.model).observe(answer.items)
+    metrics.batch_items.labels(answer.model).observe(answer.items)
     if answer.triton_seconds:
-        request.app.state.metrics.triton_time.labels(answer.model, answer.version).observe(
-            answer.triton_seconds
-        )
+        metrics.triton_time.labels(answer.model, answer.version).observe(answer.triton_seconds)
     response = OrjsonResponse(
         answer.body, headers={"X-Model-Version": answer.version, **answer.headers}
     )

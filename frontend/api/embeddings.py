@@ -2,7 +2,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from ..deps import InferenceDep, LimitedDep, ModelVersionHeader, RequestIdDep
+from ..deps import (
+    InferenceDep,
+    LimitedDep,
+    MetricsDep,
+    ModelVersionHeader,
+    RequestIdDep,
+    SettingsDep,
+)
 from ..schemas.common import error_responses
 from ..schemas.embeddings import EmbeddingRequest, EmbeddingResponse
 from .common import answer_response, call_context
@@ -22,7 +29,10 @@ async def create_embeddings(
     request: Request,
     service: InferenceDep,
     request_id: RequestIdDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
     x_model_version: ModelVersionHeader = None,
 ) -> object:
-    answer = await service.embed(body, x_model_version, request_id, call_context(request, caller))
-    return answer_response(request, answer)
+    call = call_context(request, caller, settings)
+    answer = await service.embed(body, x_model_version, request_id, call)
+    return answer_response(request, answer, metrics)

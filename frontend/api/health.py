@@ -3,10 +3,10 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from starlette.responses import Response
 
-from ..deps import CatalogDep, SettingsDep, TritonDep
+from ..deps import MetricsDep, ServicesDep, StartedDep
 from ..responses import OrjsonResponse
 from ..schemas.health import HealthResponse
 from ..services.health import readiness
@@ -24,8 +24,8 @@ async def live() -> object:
     response_model=HealthResponse,
     summary="Start-up finished (catalog loaded, clients open)",
 )
-async def startup(request: Request) -> object:
-    if getattr(request.app.state, "started", False):
+async def startup(started: StartedDep) -> object:
+    if started:
         return OrjsonResponse({"status": "ok", "components": {}})
     return OrjsonResponse(
         {"status": "starting", "components": {}}, status_code=503, headers={"Retry-After": "1"}
@@ -38,27 +38,25 @@ async def startup(request: Request) -> object:
     responses={503: {"model": HealthResponse}},
     summary="Triton, each required model and Redis (when configured) are up",
 )
-async def ready(
-    request: Request, settings: SettingsDep, triton: TritonDep, catalog: CatalogDep
-) -> object:
+async def ready(services: ServicesDep) -> object:
+    settings = services.settings
+
     def check() -> Awaitable[tuple[int, dict[str, Any]]]:
         return readiness(
-            triton,
-            catalog,
+            services.triton,
+            services.catalog,
             settings.triton.required_models,
-            request.app.state.redis,
+            services.redis,
             # Fail-closed: without Redis nothing is served, so take this replica out.
             redis_required=settings.auth.redis_failure_policy == "closed",
         )
 
     # Unauthenticated and unthrottled: a recent answer is reused (ReadinessCache).
-    status, body = await request.app.state.readiness.get(check)
+    status, body = await services.readiness.get(check)
     headers = {"Retry-After": "1"} if status == 503 else None
     return OrjsonResponse(body, status_code=status, headers=headers)
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics(request: Request) -> Response:
-    return Response(
-        request.app.state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
-    )
+async def metrics(registry: MetricsDep) -> Response:
+    return Response(registry.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

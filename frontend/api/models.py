@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from ..deps import CatalogDep, LimitedDep, TritonDep
+from ..deps import CatalogDep, LimitedDep, RouterDep, TritonDep
 from ..schemas.common import error_responses
 from ..schemas.models import ModelInfo, ModelList
 from ..services import models as service
@@ -17,9 +17,9 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
     summary="Served models, versions and readiness",
 )
 async def list_models(
-    _caller: LimitedDep, request: Request, catalog: CatalogDep, triton: TritonDep
+    _caller: LimitedDep, catalog: CatalogDep, triton: TritonDep, routing: RouterDep
 ) -> object:
-    return await service.list_models(catalog, triton, request.app.state.router)
+    return await service.list_models(catalog, triton, routing)
 
 
 @router.get(
@@ -29,6 +29,6 @@ async def list_models(
     summary="One model: task, versions and their status, labels, limits",
 )
 async def get_model(
-    _caller: LimitedDep, request: Request, model: str, catalog: CatalogDep, triton: TritonDep
+    _caller: LimitedDep, model: str, catalog: CatalogDep, triton: TritonDep, routing: RouterDep
 ) -> object:
-    return await service.get_model(catalog, triton, request.app.state.router, model)
+    return await service.get_model(catalog, triton, routing, model)

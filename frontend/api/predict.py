@@ -2,7 +2,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Path, Request
 
-from ..deps import InferenceDep, LimitedDep, ModelVersionHeader, RequestIdDep
+from ..deps import (
+    InferenceDep,
+    LimitedDep,
+    MetricsDep,
+    ModelVersionHeader,
+    RequestIdDep,
+    SettingsDep,
+)
 from ..schemas.common import error_responses
 from ..schemas.predict import PredictRequest, PredictResponse
 from .common import answer_response, call_context
@@ -25,12 +32,14 @@ async def predict(
     request: Request,
     service: InferenceDep,
     request_id: RequestIdDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
     x_model_version: ModelVersionHeader = None,
 ) -> object:
     answer = await service.predict(
-        model, x_model_version, body, request_id, call_context(request, caller)
+        model, x_model_version, body, request_id, call_context(request, caller, settings)
     )
-    return answer_response(request, answer)
+    return answer_response(request, answer, metrics)
 
 
 @router.post(
@@ -47,6 +56,9 @@ async def predict_version(
     request: Request,
     service: InferenceDep,
     request_id: RequestIdDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
 ) -> object:
-    answer = await service.predict(model, version, body, request_id, call_context(request, caller))
-    return answer_response(request, answer)
+    call = call_context(request, caller, settings)
+    answer = await service.predict(model, version, body, request_id, call)
+    return answer_response(request, answer, metrics)

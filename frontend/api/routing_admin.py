@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel
 
-from ..deps import AdminDep, CatalogDep
+from ..deps import AdminDep, CatalogDep, RouterDep, RoutingStatsDep
 from ..errors import Conflict, NotFound
 from ..routing.config import ModelRouting
 from ..schemas.common import error_responses
@@ -42,8 +42,8 @@ class ExperimentSummary(BaseModel):
 @router.get(
     "/routing", response_model=RoutingTable, responses=ERRORS, summary="Routing (role: admin)"
 )
-async def get_routing(_: AdminDep, request: Request) -> object:
-    return {"models": request.app.state.router.table}
+async def get_routing(_: AdminDep, routing: RouterDep) -> object:
+    return {"models": routing.table}
 
 
 @router.get(
@@ -53,10 +53,10 @@ async def get_routing(_: AdminDep, request: Request) -> object:
     summary="One model's routing (role: admin)",
 )
 async def get_model_routing(
-    model: str, _: AdminDep, request: Request, catalog: CatalogDep
+    model: str, _: AdminDep, routing: RouterDep, catalog: CatalogDep
 ) -> object:
     catalog.get(model)
-    return request.app.state.router.table[model]
+    return routing.table[model]
 
 
 @router.put(
@@ -66,11 +66,11 @@ async def get_model_routing(
     summary="Replace a model's routing; every worker applies it within a second (role: admin)",
 )
 async def put_model_routing(
-    model: str, body: ModelRouting, _: AdminDep, request: Request, catalog: CatalogDep
+    model: str, body: ModelRouting, _: AdminDep, routing: RouterDep, catalog: CatalogDep
 ) -> object:
     catalog.get(model)
     try:
-        return await request.app.state.router.set_model(model, body)
+        return await routing.set_model(model, body)
     except ValueError as exc:  # well-formed, but names versions that cannot serve
         raise Conflict(str(exc)) from None
 
@@ -82,10 +82,10 @@ async def put_model_routing(
     summary="Back to the routing file's defaults for this model (role: admin)",
 )
 async def reset_model_routing(
-    model: str, _: AdminDep, request: Request, catalog: CatalogDep
+    model: str, _: AdminDep, routing: RouterDep, catalog: CatalogDep
 ) -> object:
     catalog.get(model)
-    return await request.app.state.router.set_model(model, None)
+    return await routing.set_model(model, None)
 
 
 @router.get(
@@ -95,16 +95,17 @@ async def reset_model_routing(
     summary="Per variant: requests, p50/p95 latency, error rate, labels; shadow agreement "
     "(role: admin)",
 )
-async def experiment_summary(name: str, _: AdminDep, request: Request) -> object:
-    router_ = request.app.state.router
-    stats = request.app.state.routing_stats
+async def experiment_summary(
+    name: str, _: AdminDep, routing: RouterDep, stats: RoutingStatsDep
+) -> object:
     counted = await stats.experiment(name) or {}
     model: str | None = None
     configured: dict[str, Any] = {}
-    for model_name, routing in router_.table.items():
-        if routing.experiment is not None and routing.experiment.name == name:
+    for model_name, model_routing in routing.table.items():
+        experiment = model_routing.experiment
+        if experiment is not None and experiment.name == name:
             model = model_name
-            configured = dict(routing.experiment.variants)
+            configured = dict(experiment.variants)
     if not counted and not configured:
         raise NotFound(f"no experiment {name!r}")
     empty: dict[str, Any] = {

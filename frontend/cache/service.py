@@ -1,6 +1,8 @@
 """Per-item caching with single-flight.
 
-    values, hits = await cache.fetch(model, version, digest, params, texts, scope, compute)
+    outcome = await cache.fetch(
+        texts, compute, model=..., version=..., digest=..., params=..., account=..., bypass=...
+    )
 
 `compute(indices)` runs the model on those texts only (one Triton request) and returns
 one value per index (anything orjson encodes, numpy arrays included); hits come back
@@ -62,14 +64,15 @@ class ResultCache:
 
     async def fetch(
         self,
+        texts: Sequence[str],
+        compute: Compute,
+        *,
         model: str,
         version: str,
-        digest: str,
-        params: dict,
-        texts: Sequence[str],
-        account: str,
-        bypass: bool,
-        compute: Compute,
+        digest: str,  # the artifact's: a rebuilt model never answers from old entries
+        params: dict,  # whatever else changes the answer (top_k, ...)
+        account: str,  # whose entries, when the scope is per tenant
+        bypass: bool,  # the caller asked for no cache: compute, store nothing
     ) -> CacheOutcome:
         if bypass or not self.settings.enabled:
             return CacheOutcome(await compute(list(range(len(texts)))), 0, False)

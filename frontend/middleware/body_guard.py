@@ -20,6 +20,7 @@ import orjson
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..context import context
 from ..errors import (
     BadRequest,
     DuplicateJsonKey,
@@ -44,7 +45,7 @@ class BodyGuardMiddleware:
         if scope["type"] != "http" or scope["method"] in _NO_BODY:
             await self.app(scope, receive, send)
             return
-        request_id = scope.get("state", {}).get("request_id")
+        request_id = context(scope).request_id
         headers = Headers(scope=scope)
         declared = headers.get("content-length")
         if declared is not None and (

@@ -13,6 +13,8 @@ import contextlib
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..context import context
+
 _DISCONNECT: Message = {"type": "http.disconnect"}
 
 
@@ -48,7 +50,7 @@ class DisconnectCancelMiddleware:
             while (await receive())["type"] != "http.disconnect":
                 pass
             disconnected.set()
-            scope.setdefault("state", {})["client_disconnected"] = True
+            context(scope).client_disconnected = True
             handler.cancel()
 
         watcher = asyncio.create_task(watch())

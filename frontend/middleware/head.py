@@ -7,12 +7,14 @@ The app gets a copy of the scope: the server reads the method from its own (uvic
 sends no body, and expects none, only when it still says HEAD), and everything outside
 this middleware (access log, metrics) still sees HEAD; what routing wrote into the copy
 (the route) is copied back. A HEAD on a path without GET gets the 405 of that path;
-`head_as_get` in the scope state lets its handler name HEAD.
+`head_as_get` in the request's context lets its handler name HEAD.
 """
 
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..context import context
 
 
 class HeadAsGetMiddleware:
@@ -31,7 +33,7 @@ class HeadAsGetMiddleware:
                 message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
-        scope.setdefault("state", {})["head_as_get"] = True  # the same dict in the copy
+        context(scope).head_as_get = True  # made before the copy: the copy shares it
         as_get = {**scope, "method": "GET"}
         try:
             await self.app(as_get, receive, headers_only)

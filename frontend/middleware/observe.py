@@ -1,9 +1,10 @@
 """Timing, access log, metrics and the last-resort error boundary, in one pass.
 
-The access log names the route, model and version (set by services in scope state), never
-the body; the path and the query string are logged decoded (the query's `%40` and `+` read
-as `@` and space), so that the PII masks that every log field goes through see what a
-reader would. `request_id` is always ours; a client's own id is `client_request_id`.
+The access log names the route, model and version (set by the routes in the request's
+context), never the body; the path and the query string are logged decoded (the query's
+`%40` and `+` read as `@` and space), so that the PII masks that every log field goes
+through see what a reader would. `request_id` is always ours; a client's own id is
+`client_request_id`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from urllib.parse import unquote_plus
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..context import RequestContext, context
 from ..errors import InfergateError
 from ..observability.logging import fingerprint
 from ..observability.metrics import Metrics
@@ -34,7 +36,7 @@ class ObserveMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        state = scope.setdefault("state", {})
+        ctx = context(scope)
         status = 500
         response_started = False
 
@@ -45,8 +47,8 @@ class ObserveMiddleware:
                 response_started = True
                 # Server-Timing: how long the frontend took, and how much of it was Triton.
                 timing = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
-                if state.get("triton_seconds") is not None:
-                    timing += f", triton;dur={state['triton_seconds'] * 1000:.1f}"
+                if ctx.triton_seconds is not None:
+                    timing += f", triton;dur={ctx.triton_seconds * 1000:.1f}"
                 MutableHeaders(scope=message).append("Server-Timing", timing)
             await send(message)
 
@@ -56,31 +58,30 @@ class ObserveMiddleware:
         except Exception:
             # Last resort: an unexpected error becomes a generic 500 envelope, logged with
             # its traceback here and never shown to the client.
-            error_log.exception("unhandled error", extra=_ids(state))
+            error_log.exception("unhandled error", extra=_ids(ctx))
             if not response_started:
-                await send_error(send_observed, InfergateError(), state.get("request_id"))
+                await send_error(send_observed, InfergateError(), ctx.request_id)
         finally:
             self.metrics.in_flight.dec()
-            if not response_started and state.get("client_disconnected"):
+            if not response_started and ctx.client_disconnected:
                 status = 499  # the client left before the answer (nginx's convention)
-            self._record(scope, state, status, time.perf_counter() - started)
+            self._record(scope, ctx, status, time.perf_counter() - started)
 
-    def _record(self, scope: Scope, state: dict, status: int, seconds: float) -> None:
+    def _record(self, scope: Scope, ctx: RequestContext, status: int, seconds: float) -> None:
         route = getattr(scope.get("route"), "path", None) or "unmatched"
-        model = state.get("model", "")
-        version = state.get("version", "")
+        model, version = ctx.model, ctx.version
         # The method is the client's word (h11 takes any token): a known one, or "OTHER".
         method = scope["method"] if scope["method"] in _METHODS else "OTHER"
         m = self.metrics
         m.requests.labels(route, method, str(status), model, version).inc()
         m.latency.labels(route, model).observe(seconds)
-        triton_seconds = state.get("triton_seconds")
+        triton_seconds = ctx.triton_seconds
         if triton_seconds is not None:
             m.frontend_time.labels(route, model).observe(max(seconds - triton_seconds, 0.0))
         access_log.info(
             "request",
             extra={
-                **_ids(state),
+                **_ids(ctx),
                 "method": method,
                 "path": _path_for_log(scope),
                 "query": _query_for_log(scope),
@@ -97,10 +98,10 @@ class ObserveMiddleware:
 _METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 
 
-def _ids(state: dict) -> dict[str, str | None]:
-    ids = {"request_id": state.get("own_request_id") or state.get("request_id")}
-    if state.get("client_request_id"):
-        ids["client_request_id"] = state["client_request_id"]
+def _ids(ctx: RequestContext) -> dict[str, str | None]:
+    ids = {"request_id": ctx.own_request_id or ctx.request_id}
+    if ctx.client_request_id:
+        ids["client_request_id"] = ctx.client_request_id
     return ids
 
 

@@ -1,6 +1,6 @@
 """Request id: every request gets one we make; a client's own X-Request-ID is kept beside
-it only when it is plainly an id. Both go to scope state; the response echoes the one the
-client knows (theirs, else ours).
+it only when it is plainly an id. Both go to the request's context; the response echoes the
+one the client knows (theirs, else ours).
 
 A client's id is untrusted input: it is kept only within a strict charset and length and
 when the log masks would not change it (a key, token, e-mail or card number is refused),
@@ -15,6 +15,7 @@ import uuid
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..context import context
 from ..observability.logging import mask
 
 # UUIDs, hex, W3C trace ids, "client-chosen-id-42"; 64 characters at most.
@@ -37,12 +38,12 @@ class RequestIdMiddleware:
             return
         own = uuid.uuid4().hex
         theirs = client_request_id(Headers(scope=scope).get("x-request-id", ""))
-        state = scope.setdefault("state", {})
+        ctx = context(scope)
         # `request_id` is the one the client knows (error envelopes, Triton, stream ids);
         # `own_request_id` is the one the logs lead with.
-        state["own_request_id"] = own
-        state["client_request_id"] = theirs
-        request_id = state["request_id"] = theirs or own
+        ctx.own_request_id = own
+        ctx.client_request_id = theirs
+        ctx.request_id = request_id = theirs or own
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

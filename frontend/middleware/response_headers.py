@@ -1,10 +1,13 @@
 """Adds headers a dependency decided on (rate-limit headers) to whatever response the
 route returns: routes return Response objects directly, so FastAPI's injected-Response
-headers would be dropped. Reads `scope["state"]["response_headers"]` at send time."""
+headers would be dropped. Reads the request context's `response_headers` at send time."""
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..context import context
+from .append_headers import RawHeaders, appending_headers
 
 
 class ResponseHeadersMiddleware:
@@ -15,17 +18,9 @@ class ResponseHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        ctx = context(scope)
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                extra = scope.get("state", {}).get("response_headers")
-                if extra:
-                    present = {k.lower() for k, _ in message.get("headers", [])}
-                    message["headers"] = list(message.get("headers", [])) + [
-                        (k.lower().encode(), v.encode())
-                        for k, v in extra.items()
-                        if k.lower().encode() not in present
-                    ]
-            await send(message)
+        def decided() -> RawHeaders:
+            return [(k.lower().encode(), v.encode()) for k, v in ctx.response_headers.items()]
 
-        await self.app(scope, receive, send_with_headers)
+        await self.app(scope, receive, appending_headers(send, decided))

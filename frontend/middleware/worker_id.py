@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .append_headers import RawHeaders, appending_headers
 
 HEADER = b"x-infergate-worker"
 
@@ -14,16 +16,10 @@ HEADER = b"x-infergate-worker"
 class WorkerIdMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.value = str(os.getpid()).encode()
+        self._headers: RawHeaders = ((HEADER, str(os.getpid()).encode()),)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-
-        async def send_with_worker(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (HEADER, self.value)]
-            await send(message)
-
-        await self.app(scope, receive, send_with_worker)
+        await self.app(scope, receive, appending_headers(send, lambda: self._headers))

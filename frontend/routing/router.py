@@ -14,8 +14,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..catalog import Catalog, ServedModel
 from ..errors import StateUnavailable, VersionRetired
-from ..services.catalog import Catalog, ServedModel
 from ..state.store import StateStore
 from .assign import Assigner
 from .config import ModelRouting, RoutingConfig

@@ -29,6 +29,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from ..context import existing_context
 from ..errors import (
     BadRequest,
     HeaderTooLarge,
@@ -203,7 +204,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing() or cycle is None:
             return
         if not cycle.response_started:
-            request_id = cycle.scope.get("state", {}).get("request_id")  # the app's, if set
+            ctx = existing_context(cycle.scope)  # the app's, if it got that far
+            request_id = ctx.request_id if ctx is not None else None
             self._refuse_now(RequestTimeout("request body not received in time"), request_id)
         else:
             self.transport.close()

@@ -1,31 +1,30 @@
 """Text generation beneath the OpenAI-compatible routes.
 
-`start()` does everything that can still become an HTTP error: the prompt's size (checked
-here, before the model's single instance spends time tokenizing it), the model and limits,
-the gRPC stream, the model's admission (bad prompt → 400, full → 503), the token
-reservation (429). After it, `updates()` yields the model's responses and `close()`
-(idempotent, shielded) cancels the stream if it is still open and settles the tokens
-actually used — on success, error or client disconnect alike.
+`chat()` and `complete()` do everything that can still become an HTTP error: the prompt's
+size (checked here, before the model's single instance spends time tokenizing it), the
+model and its token limit (the sampling bounds are the request schema's), the gRPC
+stream, the model's admission (bad prompt → 400, full → 503), the token reservation
+(429). After them, `updates()` yields the model's responses and `close()` (idempotent,
+shielded) cancels the stream if it is still open and settles the tokens actually used —
+on success, error or client disconnect alike. The OpenAI shapes are `openai_shapes.py`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from ..auth.principal import Principal
+from ..catalog import Catalog
 from ..errors import BadRequest, InfergateError, PromptTooLong
 from ..observability.metrics import Metrics
 from ..ratelimit.quota import Reservation, TokenQuota
-from ..schemas.chat import ChatCompletionRequest, CompletionRequest, SamplingFields
+from ..schemas.chat import ChatCompletionRequest, CompletionRequest, SamplingFields, Usage
 from ..settings import GenerationSettings
-from ..triton.client import TritonClient
-from ..triton.generate import GenerationParams, GenerationStream, Update, request_inputs
-from .catalog import Catalog
+from ..triton.client import GenerationParams, GenerationStep, GenerationStream, TritonClient
 
 TASK = "text-generation"
 
@@ -36,7 +35,6 @@ class Generation:
     model: str
     created: int
     prompt_tokens: int
-    max_tokens: int
     stream: GenerationStream
     started: float
     metrics: Metrics
@@ -47,7 +45,11 @@ class Generation:
     _closed: bool = False
     _outcome: str = field(default="disconnected")
 
-    async def updates(self) -> AsyncIterator[Update]:
+    @property
+    def version(self) -> str:
+        return self.stream.version
+
+    async def updates(self) -> AsyncIterator[GenerationStep]:
         """Token responses then the final one; raises InfergateError mid-stream."""
         metrics, model = self.metrics, self.model
         last = None
@@ -88,12 +90,12 @@ class Generation:
             self.reservation.used = self.prompt_tokens + self.completion_tokens
             await asyncio.shield(self.quota.settle(self.reservation))
 
-    def usage(self) -> dict[str, int]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-        }
+    def usage(self) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            total_tokens=self.prompt_tokens + self.completion_tokens,
+        )
 
 
 class GenerationService:
@@ -115,29 +117,29 @@ class GenerationService:
         self, body: ChatCompletionRequest, principal: Principal, request_id: str
     ) -> Generation:
         self._check_prompt_chars(sum(len(m.content) for m in body.messages))
-        messages = json.dumps([m.model_dump() for m in body.messages])
         requested = body.max_completion_tokens or body.max_tokens
         return await self._start(
             body,
-            requested or self.settings.default_chat_max_tokens,
-            None,
-            messages,
-            principal,
-            request_id,
-            "chatcmpl",
+            max_tokens=requested or self.settings.default_chat_max_tokens,
+            messages=[m.model_dump() for m in body.messages],
+            principal=principal,
+            request_id=request_id,
+            id_prefix="chatcmpl",
         )
 
     async def complete(
         self, body: CompletionRequest, principal: Principal, request_id: str
     ) -> Generation:
-        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-        if len(prompts) != 1:
-            raise BadRequest("prompt must be one string (a list of exactly one is accepted)")
-        if not prompts[0]:
-            raise BadRequest("prompt is empty")
-        self._check_prompt_chars(len(prompts[0]))
-        max_tokens = body.max_tokens or self.settings.default_completion_max_tokens
-        return await self._start(body, max_tokens, prompts[0], None, principal, request_id, "cmpl")
+        prompt = body.prompt_text()  # one, non-empty: the schema says so
+        self._check_prompt_chars(len(prompt))
+        return await self._start(
+            body,
+            max_tokens=body.max_tokens or self.settings.default_completion_max_tokens,
+            prompt=prompt,
+            principal=principal,
+            request_id=request_id,
+            id_prefix="cmpl",
+        )
 
     def _check_prompt_chars(self, chars: int) -> None:
         limit = self.settings.max_prompt_chars
@@ -150,9 +152,10 @@ class GenerationService:
     async def _start(
         self,
         body: SamplingFields,
+        *,
         max_tokens: int,
-        prompt: str | None,
-        messages: str | None,
+        prompt: str | None = None,
+        messages: list[dict[str, str]] | None = None,
         principal: Principal,
         request_id: str,
         id_prefix: str,
@@ -160,29 +163,30 @@ class GenerationService:
         started = time.monotonic()
         model = self.catalog.get(body.model, task=TASK)
         card = model.card(model.default_version)
-        limit = int(card.get("max_completion_tokens", 0)) or max_tokens
-        if not 1 <= max_tokens <= limit:
+        limit = card.max_completion_tokens or max_tokens
+        if max_tokens > limit:  # at least 1: the schema and the settings say so
             raise BadRequest(
                 f"max_tokens is {max_tokens}; model {body.model!r} generates 1 to {limit} "
                 "tokens per request",
                 details={"max_completion_tokens": limit},
             )
-        params = GenerationParams(  # stop's count and emptiness: the schema checks them
-            max_tokens,
-            body.temperature,
-            body.top_p,
-            body.top_k,
-            None if body.seed is None else body.seed % 2**63,  # Triton's SEED is INT64
-            body.stop_sequences(),
+        params = GenerationParams(  # within their bounds: the schema checked them
+            max_tokens=max_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            top_k=body.top_k,
+            seed=body.seed,
+            stop=body.stop_sequences(),
         )
-        version = str(model.default_version)
         stream = self.triton.generate(
             model.name,
-            version,
-            request_inputs(prompt, messages, params),
-            request_id,
-            self.settings.timeout_s,
-            self.settings.idle_timeout_s,
+            str(model.default_version),
+            params,
+            prompt=prompt,
+            messages=messages,
+            request_id=request_id,
+            timeout_s=self.settings.timeout_s,
+            idle_timeout_s=self.settings.idle_timeout_s,
         )
         self.metrics.active_generations.labels(model.name).inc()
         generation = Generation(
@@ -190,7 +194,6 @@ class GenerationService:
             model=model.name,
             created=int(time.time()),
             prompt_tokens=0,
-            max_tokens=max_tokens,
             stream=stream,
             started=started,
             metrics=self.metrics,

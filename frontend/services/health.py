@@ -9,8 +9,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..catalog import Catalog
 from ..triton.client import TritonClient
-from .catalog import Catalog
 
 
 async def _timed(check: Any) -> tuple[bool, float, str | None]:

@@ -13,20 +13,23 @@ from typing import Any
 import numpy as np
 
 from ..cache.service import ResultCache
-from ..errors import InfergateError, InputInvalid
+from ..catalog import Catalog, ServedModel
+from ..errors import InfergateError, InputInvalid, ModelNotFound
 from ..observability.metrics import Metrics
 from ..routing.router import Decision, Router
 from ..routing.stats import RoutingStats
 from ..schemas.embeddings import EmbeddingRequest
 from ..schemas.predict import PredictRequest
 from ..settings import Settings
+from ..triton import tensors
 from ..triton.client import TritonClient
-from .catalog import Catalog
 from .texts import check_texts
 
-# Where a model that /predict cannot serve is served, by its card's task.
+CLASSIFY, EMBED = "text-classification", "feature-extraction"
+# Where each task is served: named when a route is asked for another task's model.
 _ROUTES_BY_TASK = {
-    "feature-extraction": "/v1/embeddings",
+    CLASSIFY: "/v1/models/{model}/predict",
+    EMBED: "/v1/embeddings",
     "text-generation": "/v1/chat/completions or /v1/completions",
 }
 
@@ -38,7 +41,7 @@ class CallContext:
     subject: str = ""  # who routing assigns (sticky rollout / experiment buckets)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Answer:
     body: dict[str, Any]
     model: str
@@ -109,13 +112,13 @@ class InferenceService:
             async with self._shadow_slots:
                 try:
                     result = await self.triton.infer_text(
-                        model, shadow.version, texts, ("LABEL",), request_id + "-shadow"
+                        model, shadow.version, texts, (tensors.LABEL,), request_id + "-shadow"
                     )
                 except InfergateError:
                     self.metrics.shadow.labels(model, shadow.version, "error").inc(len(texts))
                     self.stats.record_shadow(model, 0, 0, True)
                     return
-                got = [b.decode() for b in result.outputs["LABEL"].reshape(-1)]
+                got = [b.decode() for b in result.outputs[tensors.LABEL].reshape(-1)]
                 agreed = sum(a == b for a, b in zip(got, labels, strict=True))
                 self.metrics.shadow.labels(model, shadow.version, "agree").inc(agreed)
                 self.metrics.shadow.labels(model, shadow.version, "disagree").inc(
@@ -127,6 +130,22 @@ class InferenceService:
         self._shadow_tasks.add(task)
         task.add_done_callback(self._shadow_tasks.discard)
 
+    def _model_for(self, name: str, task: str) -> ServedModel:
+        """The named model if it does `task`. Another task's model is refused as the
+        catalog refuses it (404 model_not_found, listing this task's models), and the
+        message names the route that serves it."""
+        try:
+            return self.catalog.get(name, task=task)
+        except ModelNotFound as exc:
+            other = self.catalog.models.get(name)
+            if other is None:
+                raise
+            route = _ROUTES_BY_TASK.get(other.task, "/v1/models for what each model does")
+            raise ModelNotFound(
+                f"{exc.message}: it is a {other.task} model; use {route.format(model=name)}",
+                details=exc.details,
+            ) from None
+
     async def predict(
         self,
         name: str,
@@ -135,17 +154,12 @@ class InferenceService:
         request_id: str,
         cache: CallContext,
     ) -> Answer:
-        model = self.catalog.get(name)
-        if model.task != "text-classification":
-            routes = _ROUTES_BY_TASK.get(model.task, "/v1/models for what each model does")
-            raise InputInvalid(
-                f"model {name!r} is a {model.task} model; use {routes}",
-                details=[{"loc": ["path", "model"], "msg": "not a classification model"}],
-            )
+        self.catalog.get(name)  # an unknown model: 404 listing every model, as ever
+        model = self._model_for(name, CLASSIFY)
         decision = self.router.route(model, requested_version, cache.subject)
         version = decision.version
         card = model.card(version)
-        labels: list[str] = card["labels"]
+        labels = card.labels
         top_k = request.top_k
         limit = min(self.settings.limits.max_top_k, len(labels))
         if top_k > limit:
@@ -155,8 +169,8 @@ class InferenceService:
             )
         texts = check_texts(request.inputs, self.settings.limits, "inputs")
         want_scores = top_k > 1 or request.return_all_scores
-        outputs = ("LABEL", "SCORE", "NUM_TOKENS", "TRUNCATED") + (
-            ("SCORES",) if want_scores else ()
+        outputs = (tensors.LABEL, tensors.SCORE, tensors.NUM_TOKENS, tensors.TRUNCATED) + (
+            (tensors.SCORES,) if want_scores else ()
         )
         triton_seconds = 0.0
 
@@ -165,16 +179,23 @@ class InferenceService:
             sub = [texts[i] for i in indices]
             result = await self.triton.infer_text(name, str(version), sub, outputs, request_id)
             triton_seconds += result.triton_seconds
-            tokens = result.outputs["NUM_TOKENS"].reshape(-1).tolist()
+            tokens = result.outputs[tensors.NUM_TOKENS].reshape(-1).tolist()
             items = _predictions(result.outputs, len(sub), labels, top_k, request.return_all_scores)
             return [{"i": item, "t": t} for item, t in zip(items, tokens, strict=True)]
 
         params = {"top_k": top_k, "all_scores": request.return_all_scores}
-        digest = card["artifact"]["sha256"]
+        digest = card.artifact.sha256
         started = time.perf_counter()
         try:
             outcome = await self.cache.fetch(
-                name, str(version), digest, params, texts, cache.account, cache.bypass, compute
+                texts,
+                compute,
+                model=name,
+                version=str(version),
+                digest=digest,
+                params=params,
+                account=cache.account,
+                bypass=cache.bypass,
             )
         except InfergateError:
             self._observe(name, decision, time.perf_counter() - started, None)
@@ -186,20 +207,20 @@ class InferenceService:
         body = {
             "model": name,
             "version": str(version),
-            "score_kind": card.get("score_kind"),
+            "score_kind": card.score_kind,
             "predictions": predictions,
             "usage": {"input_tokens": sum(v["t"] for v in outcome.values)},
         }
         return Answer(
-            body,
-            name,
-            str(version),
-            len(texts),
-            triton_seconds,
-            outcome.hits,
-            outcome.cacheable,
-            self.cache.ttl_for(name),
-            decision.headers,
+            body=body,
+            model=name,
+            version=str(version),
+            items=len(texts),
+            triton_seconds=triton_seconds,
+            cache_hits=outcome.hits,
+            cacheable=outcome.cacheable,
+            ttl_s=self.cache.ttl_for(name),
+            headers=decision.headers,
         )
 
     async def embed(
@@ -209,10 +230,10 @@ class InferenceService:
         request_id: str,
         cache: CallContext,
     ) -> Answer:
-        model = self.catalog.get(request.model, task="feature-extraction")
+        model = self._model_for(request.model, EMBED)
         decision = self.router.route(model, requested_version, cache.subject)
         version = decision.version
-        dim = model.card(version)["embedding_dim"]
+        dim = model.card(version).embedding_dim
         if request.dimensions is not None and request.dimensions != dim:
             raise InputInvalid(
                 f"dimensions: model {request.model!r} produces {dim} dimensions",
@@ -224,19 +245,27 @@ class InferenceService:
         async def compute(indices: list[int]) -> list[Any]:
             nonlocal triton_seconds
             sub = [texts[i] for i in indices]
+            outputs = (tensors.EMBEDDING, tensors.NUM_TOKENS)
             result = await self.triton.infer_text(
-                request.model, str(version), sub, ("EMBEDDING", "NUM_TOKENS"), request_id
+                request.model, str(version), sub, outputs, request_id
             )
             triton_seconds += result.triton_seconds
-            vectors = result.outputs["EMBEDDING"].astype("<f4", copy=False)
-            tokens = result.outputs["NUM_TOKENS"].reshape(-1).tolist()
+            vectors = result.outputs[tensors.EMBEDDING].astype("<f4", copy=False)
+            tokens = result.outputs[tensors.NUM_TOKENS].reshape(-1).tolist()
             return [{"v": vec, "t": t} for vec, t in zip(vectors, tokens, strict=True)]
 
-        digest = model.card(version)["artifact"]["sha256"]
+        digest = model.card(version).artifact.sha256
         started = time.perf_counter()
         try:
             outcome = await self.cache.fetch(
-                request.model, str(version), digest, {}, texts, cache.account, cache.bypass, compute
+                texts,
+                compute,
+                model=request.model,
+                version=str(version),
+                digest=digest,
+                params={},
+                account=cache.account,
+                bypass=cache.bypass,
             )
         except InfergateError:
             self._observe(request.model, decision, time.perf_counter() - started, None)
@@ -266,24 +295,24 @@ class InferenceService:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
         return Answer(
-            body,
-            request.model,
-            str(version),
-            len(texts),
-            triton_seconds,
-            outcome.hits,
-            outcome.cacheable,
-            self.cache.ttl_for(request.model),
-            decision.headers,
+            body=body,
+            model=request.model,
+            version=str(version),
+            items=len(texts),
+            triton_seconds=triton_seconds,
+            cache_hits=outcome.hits,
+            cacheable=outcome.cacheable,
+            ttl_s=self.cache.ttl_for(request.model),
+            headers=decision.headers,
         )
 
 
 def _predictions(
     out: dict[str, np.ndarray], n: int, labels: list[str], top_k: int, all_scores: bool
 ) -> list[dict[str, Any]]:
-    label_out = out["LABEL"].reshape(-1)
-    score_out = out["SCORE"].reshape(-1).tolist()
-    truncated = out["TRUNCATED"].reshape(-1).tolist()
+    label_out = out[tensors.LABEL].reshape(-1)
+    score_out = out[tensors.SCORE].reshape(-1).tolist()
+    truncated = out[tensors.TRUNCATED].reshape(-1).tolist()
     want_scores = top_k > 1 or all_scores
     predictions = []
     for i in range(n):
@@ -295,7 +324,7 @@ def _predictions(
             "truncated": bool(truncated[i]),
         }
         if want_scores:
-            row = out["SCORES"][i]
+            row = out[tensors.SCORES][i]
             best = np.argsort(-row, kind="stable")[:top_k]
             item["top_k"] = [{"label": labels[j], "score": float(row[j])} for j in best]
             if all_scores:

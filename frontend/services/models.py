@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..catalog import Catalog, ServedModel
 from ..routing.config import ModelRouting
 from ..routing.router import Router
 from ..triton.client import TritonClient
-from .catalog import Catalog, ServedModel
 
 
 def _version_states(index: list[dict[str, str]]) -> dict[tuple[str, str], dict[str, str]]:
@@ -29,11 +29,11 @@ def describe(
                 "version": str(version),
                 "status": state.get("state", "UNKNOWN"),
                 "reason": state.get("reason") or None,
-                "description": card.get("version_description"),
-                "score_kind": card.get("score_kind"),
-                "score_meaning": card.get("score_meaning"),
-                "artifact_sha256": card.get("artifact", {}).get("sha256"),
-                "quality": card.get("quality"),
+                "description": card.version_description,
+                "score_kind": card.score_kind,
+                "score_meaning": card.score_meaning,
+                "artifact_sha256": card.artifact.sha256,
+                "quality": card.quality,
                 "routing_status": routing.status(str(version)).status,
                 "sunset": routing.status(str(version)).sunset,
                 "replacement": routing.status(str(version)).replacement,
@@ -45,14 +45,14 @@ def describe(
         "id": model.name,
         "object": "model",
         "task": model.task,
-        "description": default.get("description", ""),
+        "description": default.description,
         "default_version": str(default_version),
         "versions": versions,
-        "num_labels": default.get("num_labels", 0),
-        "embedding_dim": default.get("embedding_dim"),
-        "max_input_tokens": default.get("max_length_tokens", 0),
+        "num_labels": default.num_labels,
+        "embedding_dim": default.embedding_dim,
+        "max_input_tokens": default.max_length_tokens,
         "ready": any(v["status"] == "READY" for v in versions),
-        "labels": default.get("labels") if with_labels else None,
+        "labels": default.labels if with_labels else None,
     }
 
 

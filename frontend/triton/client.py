@@ -1,36 +1,48 @@
 """The one door to Triton: a reused gRPC channel, a deadline on every call, retries only
-where safe, and gRPC status -> domain error at this boundary."""
+where safe, and gRPC status -> domain error at this boundary (`errors.py`).
+
+Callers pass and get plain values (texts and output names, `GenerationParams`, numpy
+arrays, `GenerationStep`s); the client builds and reads the tensors, so nothing above
+the triton package imports tritonclient. Tensor names are in `tensors.py`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
-from ..errors import (
-    DeadlineExceeded,
-    InputInvalid,
-    ModelUnavailable,
-    Overloaded,
-    UpstreamError,
-    UpstreamUnavailable,
-)
+from ..errors import Overloaded, UpstreamUnavailable
 from ..settings import TritonSettings
+from . import tensors
+from .errors import map_error, not_sent
+from .generate import (
+    GenerationParams,
+    GenerationStep,
+    GenerationStream,
+    open_stream,
+    request_inputs,
+)
 
-if TYPE_CHECKING:
-    from .generate import GenerationStream
+# The values a caller passes and gets back, importable from this one module.
+__all__ = [
+    "ADMIN_METADATA",
+    "GenerationParams",
+    "GenerationStep",
+    "GenerationStream",
+    "InferResult",
+    "TritonClient",
+]
 
 # Triton's restricted APIs want this gRPC metadata (export/triton_launcher.py: its
 # ADMIN_HEADER with the prefix Triton adds) carrying the launch's key.
 ADMIN_METADATA = "triton-grpc-protocol-infergate-triton-admin"
-
-# UNAVAILABLE with one of these means the request never reached Triton: safe to retry.
-_NOT_SENT = ("failed to connect", "connection refused", "connect failed", "dns resolution")
 
 
 @dataclass
@@ -40,11 +52,14 @@ class InferResult:
 
 
 class TritonClient:
-    def __init__(self, settings: TritonSettings) -> None:
+    def __init__(
+        self, settings: TritonSettings, grpc: grpcaio.InferenceServerClient | None = None
+    ) -> None:
+        """`grpc`: a client to use instead of opening a channel (tests pass a fake of it)."""
         self.settings = settings
         key = settings.admin_key
         self._admin = {ADMIN_METADATA: key.get_secret_value()} if key is not None else None
-        self._client = grpcaio.InferenceServerClient(
+        self._client = grpc or grpcaio.InferenceServerClient(
             settings.url,
             channel_args=[
                 ("grpc.max_send_message_length", 64 << 20),
@@ -71,7 +86,7 @@ class TritonClient:
         request_id: str,
     ) -> InferResult:
         batch = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
-        tensor = grpcaio.InferInput("TEXT", list(batch.shape), "BYTES")
+        tensor = grpcaio.InferInput(tensors.TEXT, list(batch.shape), "BYTES")
         tensor.set_data_from_numpy(batch)
         requested = [grpcaio.InferRequestedOutput(name) for name in outputs]
         timeout = self.settings.timeout_for(model)
@@ -93,7 +108,7 @@ class TritonClient:
                 retry = (
                     isinstance(error, UpstreamUnavailable)
                     and not isinstance(error, Overloaded)
-                    and _not_sent(exc)
+                    and not_sent(exc)
                     and attempt < self.settings.connect_retries
                     and deadline - time.monotonic() > 0.1
                 )
@@ -109,16 +124,26 @@ class TritonClient:
         self,
         model: str,
         version: str,
-        inputs: list[grpcaio.InferInput],
+        params: GenerationParams,
+        *,
+        prompt: str | None = None,
+        messages: Sequence[Mapping[str, str]] | None = None,
         request_id: str,
         timeout_s: float,
         idle_timeout_s: float,
     ) -> GenerationStream:
-        """A streamed generation (decoupled model) on the shared channel."""
-        from .generate import open_stream
-
+        """A streamed generation (decoupled model) on the shared channel, of a raw prompt
+        or of chat messages (exactly one). `timeout_s` bounds the whole stream,
+        `idle_timeout_s` each wait for the next step."""
+        messages_json = None if messages is None else json.dumps([dict(m) for m in messages])
         return open_stream(
-            self._client, model, version, inputs, request_id, timeout_s, idle_timeout_s
+            self._client,
+            model,
+            version,
+            request_inputs(prompt, messages_json, params),
+            request_id=request_id,
+            timeout_s=timeout_s,
+            idle_timeout_s=idle_timeout_s,
         )
 
     async def server_ready(self) -> bool:
@@ -148,47 +173,3 @@ class TritonClient:
         except InferenceServerException:
             return []
         return [dict(m) for m in index.get("models", [])]
-
-
-def _not_sent(exc: InferenceServerException) -> bool:
-    message = (exc.message() or "").lower()
-    return any(marker in message for marker in _NOT_SENT)
-
-
-def map_error(exc: InferenceServerException, model: str, version: str, timeout: float) -> Exception:
-    status = exc.status() or ""
-    message = exc.message() or ""
-    lowered = message.lower()
-    if "DEADLINE_EXCEEDED" in status:
-        return DeadlineExceeded(f"model {model!r} did not answer within {timeout:g} s")
-    if "UNAVAILABLE" in status:
-        if "queue size" in lowered:
-            return Overloaded(f"model {model!r} is overloaded; retry shortly")
-        if "unknown model" in lowered or "not found" in lowered or "not ready" in lowered:
-            return _not_found(model, version, lowered)  # Triton is up, this model is not
-        return UpstreamUnavailable("the inference server is unavailable; retry shortly")
-    if "INVALID_ARGUMENT" in status:
-        if "unknown model" in lowered or "is not found" in lowered:
-            return _not_found(model, version, lowered)
-        return InputInvalid(_strip_request_id(message))
-    if "NOT_FOUND" in status or "unknown model" in lowered:
-        return _not_found(model, version, lowered)
-    if "CANCELLED" in status:
-        return UpstreamUnavailable("the inference request was cancelled")
-    if "unavailable" in lowered or "not ready" in lowered:
-        return UpstreamUnavailable(f"model {model!r} is not ready; retry shortly")
-    return UpstreamError(f"inference failed for model {model!r}")
-
-
-def _not_found(model: str, version: str, lowered: str) -> Exception:
-    # Every call here is for a model and version the catalog has (unknown ones are 404
-    # before Triton is asked), so "not found" from Triton means "not loaded": 503.
-    what = f"model {model!r}" + (f" version {version}" if version else "")
-    return ModelUnavailable(f"{what} is not loaded in the inference server; retry later")
-
-
-def _strip_request_id(message: str) -> str:
-    # Triton prefixes "[request id: …] "; the envelope carries the id already.
-    if message.startswith("[request id:"):
-        return message.split("] ", 1)[-1]
-    return message

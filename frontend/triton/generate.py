@@ -5,6 +5,9 @@ The model answers: an admission response (PROMPT_TOKENS), one response per token
 starts with its kind (`invalid:`, `overloaded:`, `internal:`). Every read has a
 deadline; `cancel()` ends the gRPC call at once, which Triton passes to the model as a
 cancelled request.
+
+What goes in (`GenerationParams`) and what comes out (`GenerationStep`) are plain values:
+the tensors are built and read here, and nothing above the triton package sees them.
 """
 
 from __future__ import annotations
@@ -19,24 +22,31 @@ import grpc
 import numpy as np
 import tritonclient.grpc.aio as grpcaio
 from tritonclient.grpc._utils import get_error_grpc
-from tritonclient.utils import InferenceServerException
 
-from ..errors import BadRequest, DeadlineExceeded, Overloaded, UpstreamError
-from .client import map_error
+from ..errors import DeadlineExceeded, UpstreamError
+from . import tensors
+from .errors import map_error, model_error
 
 
 @dataclass(frozen=True)
 class GenerationParams:
+    """Sampling for one generation, already within the model's bounds (the request schema
+    checks them; the model checks them again for callers that reach Triton directly)."""
+
     max_tokens: int
     temperature: float
     top_p: float
     top_k: int
-    seed: int | None
+    seed: int | None  # within Triton's INT64, non-negative
     stop: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class Update:
+@dataclass(frozen=True, slots=True)
+class GenerationStep:
+    """One response of the stream: the admission (prompt_tokens known, no text yet), a
+    token (its new text, possibly empty while a stop sequence may be forming), or the
+    final one (finish_reason set, with any text held back until then)."""
+
     text: str
     prompt_tokens: int
     completion_tokens: int
@@ -53,7 +63,7 @@ class GenerationStream:
     idle_timeout_s: float = 60.0
     finished: bool = False
 
-    async def next(self, timeout_s: float | None = None) -> Update | None:
+    async def next(self, timeout_s: float | None = None) -> GenerationStep | None:
         """The next response, or None after the final one."""
         if self.finished:
             return None
@@ -76,36 +86,22 @@ class GenerationStream:
         if error is not None:
             self.finished = True
             raise model_error(error, self.model) from error
-        update = Update(
-            text=result.as_numpy("TEXT")[0].decode("utf-8"),
-            prompt_tokens=int(result.as_numpy("PROMPT_TOKENS")[0]),
-            completion_tokens=int(result.as_numpy("COMPLETION_TOKENS")[0]),
-            finish_reason=result.as_numpy("FINISH_REASON")[0].decode(),
+        step = GenerationStep(
+            text=result.as_numpy(tensors.GEN_TEXT)[0].decode("utf-8"),
+            prompt_tokens=int(result.as_numpy(tensors.PROMPT_TOKENS)[0]),
+            completion_tokens=int(result.as_numpy(tensors.COMPLETION_TOKENS)[0]),
+            finish_reason=result.as_numpy(tensors.FINISH_REASON)[0].decode(),
         )
-        if update.finish_reason:
+        if step.finish_reason:
             # Done. Not cancel(): our side is already closed (one request, then the end of
             # the request iterator), and Triton 2.51 ends the stream itself; cancelling a
             # stream that has just ended can leave Triton holding the model (seen: a chat
             # model that no shutdown could unload for the whole exit timeout).
             self.finished = True
-        return update
+        return step
 
     def cancel(self) -> None:
         self._responses.cancel()
-
-
-def model_error(error: InferenceServerException, model: str) -> Exception:
-    message = (error.message() or "").split("] ", 1)[-1]  # drop "[request id: …] "
-    kind, _, text = message.partition(": ")
-    if kind == "invalid":
-        return BadRequest(text)
-    if kind == "overloaded":
-        # Not the model's text: it names how many sequences run and wait, which tells a
-        # caller how busy the service is (that is for metrics: infergate_chat_queued_*).
-        return Overloaded(f"model {model!r} is at capacity; retry shortly")
-    if kind == "internal":
-        return UpstreamError(f"generation failed in model {model!r}")
-    return map_error(error, model, "", 0)
 
 
 def _tensor(name: str, value: np.ndarray, dtype: str) -> grpcaio.InferInput:
@@ -117,23 +113,26 @@ def _tensor(name: str, value: np.ndarray, dtype: str) -> grpcaio.InferInput:
 def request_inputs(
     prompt: str | None, messages_json: str | None, params: GenerationParams
 ) -> list[grpcaio.InferInput]:
+    """The request's tensors: PROMPT or MESSAGES (a JSON list), then the sampling; SEED
+    and STOP only when set (the model's defaults otherwise)."""
     inputs = []
     if prompt is not None:
-        inputs.append(_tensor("PROMPT", np.array([prompt.encode()], dtype=np.object_), "BYTES"))
+        raw = np.array([prompt.encode()], dtype=np.object_)
+        inputs.append(_tensor(tensors.PROMPT, raw, "BYTES"))
     if messages_json is not None:
         raw = np.array([messages_json.encode()], dtype=np.object_)
-        inputs.append(_tensor("MESSAGES", raw, "BYTES"))
+        inputs.append(_tensor(tensors.MESSAGES, raw, "BYTES"))
     inputs += [
-        _tensor("MAX_TOKENS", np.array([params.max_tokens], dtype=np.int32), "INT32"),
-        _tensor("TEMPERATURE", np.array([params.temperature], dtype=np.float32), "FP32"),
-        _tensor("TOP_P", np.array([params.top_p], dtype=np.float32), "FP32"),
-        _tensor("TOP_K", np.array([params.top_k], dtype=np.int32), "INT32"),
+        _tensor(tensors.MAX_TOKENS, np.array([params.max_tokens], dtype=np.int32), "INT32"),
+        _tensor(tensors.TEMPERATURE, np.array([params.temperature], dtype=np.float32), "FP32"),
+        _tensor(tensors.TOP_P, np.array([params.top_p], dtype=np.float32), "FP32"),
+        _tensor(tensors.TOP_K, np.array([params.top_k], dtype=np.int32), "INT32"),
     ]
     if params.seed is not None:
-        inputs.append(_tensor("SEED", np.array([params.seed], dtype=np.int64), "INT64"))
+        inputs.append(_tensor(tensors.SEED, np.array([params.seed], dtype=np.int64), "INT64"))
     if params.stop:
         stops = np.array([s.encode() for s in params.stop], dtype=np.object_)
-        inputs.append(_tensor("STOP", stops, "BYTES"))
+        inputs.append(_tensor(tensors.STOP, stops, "BYTES"))
     return inputs
 
 
@@ -142,6 +141,7 @@ def open_stream(
     model: str,
     version: str,
     inputs: list[grpcaio.InferInput],
+    *,
     request_id: str,
     timeout_s: float,
     idle_timeout_s: float,

@@ -12,8 +12,10 @@ import aiohttp
 import httpx
 import pytest
 
+from procs.wait import wait_for
+
 from .conftest import ADMIN, LiveFrontend, RedisServer, frontend_settings
-from .triton_metrics import settled_counter, wait_for
+from .triton_metrics import settled_counter
 
 pytestmark = pytest.mark.integration
 PREDICT = "/v1/models/intent/versions/1/predict"

@@ -13,8 +13,10 @@ import httpx
 import openai
 import pytest
 
+from procs.wait import wait_for
+
 from .conftest import ADMIN, ADMIN_KEY, LiveFrontend, frontend_settings
-from .triton_metrics import counter, settled_counter, wait_for
+from .triton_metrics import counter, settled_counter
 
 pytestmark = pytest.mark.integration
 

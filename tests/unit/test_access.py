@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from frontend.auth.jwt_keys import SigningKeys
 from frontend.auth.principal import Principal
 from frontend.auth.tokens import canonical_jws
+from frontend.container import services_of
 from frontend.errors import QuotaExceeded
 from frontend.observability.logging import JsonFormatter
 from frontend.observability.metrics import Metrics
@@ -338,7 +339,9 @@ def test_jwt_attack_matrix_is_refused_with_401(app_client):
     user = new_user(app_client, "dave")
     pair = login(app_client, "dave")
     assert app_client.get("/v1/models", headers=bearer(pair["access_token"])).status_code == 200
-    settings = app_client.app.state.settings
+    services = services_of(app_client.app)
+    assert services is not None
+    settings = services.settings
     keys = SigningKeys(settings.auth.jwt, settings.secret)
     kid, private = keys.signer()
     public_pem = keys.public_pem(kid)
@@ -583,10 +586,14 @@ def test_signing_keys_rotate_by_kid(tmp_path):
         {"kid": "2026-11", "private_key_pem": pem()},
     )
 
+    # One store for every app: the later apps must find the user the first one made.
+    store = MemoryStore()
+
     def client_with(keys: list[dict], active: str):
         return _client(
             tmp_path / active / str(len(keys)),
             FakeTriton(),
+            store=store,
             auth=AuthSettings(
                 bootstrap_admin_key=ADMIN_KEY,
                 jwt=JwtSettings(signing_keys=keys, active_kid=active),
@@ -597,15 +604,10 @@ def test_signing_keys_rotate_by_kid(tmp_path):
     user = new_user(first, "rot")
     token = login(first, "rot")["access_token"]
     assert jwt.get_unverified_header(token)["kid"] == "2026-10"
-    # Same store needed to find the user: reuse the first app's store in the next apps.
-    store = first.app.state.access.store
     first.__exit__(None, None, None)
 
     for keys, active, expected in (([old, new], "2026-11", 200), ([new], "2026-11", 401)):
         c = client_with(keys, active)
-        c.app.state.access.tokens._store = store
-        c.app.state.access.users._store = store
-        c.app.state.access.authenticator._tokens._store = store
         assert c.get("/v1/usage", headers=bearer(token)).status_code == expected
         if expected == 200:
             assert (
@@ -639,9 +641,11 @@ def _break(store) -> None:
 
 @pytest.mark.parametrize("policy", ["open", "closed"])
 def test_outage_policy_for_jwt_users_and_their_keys(tmp_path, policy):
+    store = MemoryStore()
     client = _client(
         tmp_path,
         FakeTriton(),
+        store=store,
         auth=AuthSettings(bootstrap_admin_key=ADMIN_KEY, redis_failure_policy=policy),
     )
     new_user(client, "olga", tier="pro")
@@ -650,7 +654,7 @@ def test_outage_policy_for_jwt_users_and_their_keys(tmp_path, policy):
     other_key = new_key(client)["key"]  # never used: this worker has not seen it
     assert client.get("/v1/usage", headers=bearer(token)).status_code == 200
     assert client.get("/v1/models", headers=as_key(own_key)).status_code == 200
-    _break(client.app.state.access.store)
+    _break(store)
     jwt_call = client.get("/v1/models", headers=bearer(token))
     key_call = client.get("/v1/models", headers=as_key(own_key))
     unseen = client.get("/v1/models", headers=as_key(other_key))

@@ -18,6 +18,23 @@ from frontend.state.memory import MemoryStore
 
 from .test_frontend_errors import ADMIN_KEY, FakeTriton, _client
 
+# One model version's entries, for one account, cache on.
+SCOPE = {
+    "model": "m",
+    "version": "1",
+    "digest": "d",
+    "params": {},
+    "account": "t",
+    "bypass": False,
+}
+
+
+async def run_ready_tasks(passes: int = 50) -> None:
+    """Let every ready task run to its next await. Nothing here does I/O, so a fixed
+    number of event-loop passes is deterministic (a sleep of some milliseconds is not)."""
+    for _ in range(passes):
+        await asyncio.sleep(0)
+
 
 def _cache(**settings) -> ResultCache:
     counters = BufferedCounters(MemoryStore())
@@ -53,17 +70,14 @@ def test_single_flight_and_per_item_reuse():
             return [{"n": i} for i in indices]
 
         fetches = [
-            asyncio.create_task(
-                cache.fetch("m", "1", "d", {}, ["a", "b", "a"], "t", False, compute)
-            )
-            for _ in range(10)
+            asyncio.create_task(cache.fetch(["a", "b", "a"], compute, **SCOPE)) for _ in range(10)
         ]
-        await asyncio.sleep(0.05)
+        await run_ready_tasks()  # every fetch has joined the one computation
         gate.set()
         outcomes = await asyncio.gather(*fetches)
         assert calls == [[0, 1]]  # one computation, duplicates inside a request folded
         assert all(o.values == [{"n": 0}, {"n": 1}, {"n": 0}] for o in outcomes)
-        again = await cache.fetch("m", "1", "d", {}, ["b", "c"], "t", False, compute)
+        again = await cache.fetch(["b", "c"], compute, **SCOPE)
         assert calls[-1] == [1] and again.hits == 1  # only "c" computed
 
     asyncio.run(run())
@@ -87,10 +101,10 @@ def test_waiters_compute_themselves_when_the_owner_is_cancelled():
             calls += 1
             return ["fresh"]
 
-        owner = asyncio.create_task(cache.fetch("m", "1", "d", {}, ["x"], "t", False, slow))
+        owner = asyncio.create_task(cache.fetch(["x"], slow, **SCOPE))
         await started.wait()
-        waiter = asyncio.create_task(cache.fetch("m", "1", "d", {}, ["x"], "t", False, fast))
-        await asyncio.sleep(0.01)
+        waiter = asyncio.create_task(cache.fetch(["x"], fast, **SCOPE))
+        await run_ready_tasks()  # the waiter is waiting on the owner's computation
         owner.cancel()  # the first client went away
         assert (await waiter).values == ["fresh"]
         assert calls == 2
@@ -107,7 +121,7 @@ def test_failures_are_not_stored_and_reach_every_waiter():
             raise RuntimeError("upstream failed")
 
         results = await asyncio.gather(
-            *(cache.fetch("m", "1", "d", {}, ["x"], "t", False, boom) for _ in range(3)),
+            *(cache.fetch(["x"], boom, **SCOPE) for _ in range(3)),
             return_exceptions=True,
         )
         assert all(isinstance(r, RuntimeError) for r in results)

@@ -13,11 +13,14 @@ from pydantic import ValidationError
 from tritonclient.utils import InferenceServerException
 
 from frontend.app import create_app
+from frontend.container import ServiceOverrides
 from frontend.settings import AuthSettings, CorsSettings, LimitSettings, Settings, TritonSettings
+from frontend.state.store import StateStore
+from frontend.triton.client import TritonClient
+
+from .cards import write_cards
 
 ADMIN_KEY = "unit-test-admin-key-0123456789abcdef"
-
-LABELS = ["greeting", "goodbye", "refund"]
 
 
 class FakeResult:
@@ -64,49 +67,33 @@ class FakeTriton:
         return {"models": []}
 
 
-def _write_cards(root: Path) -> Path:
-    cards = [
-        ("intent", 1, "text-classification"),
-        ("intent", 2, "text-classification"),
-        ("embed", 1, "feature-extraction"),
-    ]
-    for model, version, task in cards:
-        vdir = root / model / str(version)
-        vdir.mkdir(parents=True)
-        card = {
-            "model": model,
-            "version": version,
-            "task": task,
-            "labels": LABELS if task == "text-classification" else [],
-            "num_labels": 3 if task == "text-classification" else 0,
-            "embedding_dim": 4 if task == "feature-extraction" else None,
-            "max_length_tokens": 256,
-            "score_kind": "probability",
-            "artifact": {"sha256": f"{model}-{version}-digest"},
-        }
-        (vdir / "card.json").write_text(json.dumps(card))
-    return root
-
-
 @pytest.fixture
 def fake_triton() -> FakeTriton:
     return FakeTriton()
 
 
-def _client(tmp_path: Path, fake: FakeTriton, **overrides) -> TestClient:
+def over_fake(settings: Settings, fake: FakeTriton, **parts) -> ServiceOverrides:
+    """The app's parts with the real Triton client over `fake` (its gRPC client), and
+    whichever other parts are given (a state store, a readiness cache...)."""
+    return ServiceOverrides(triton=TritonClient(settings.triton, fake), **parts)
+
+
+def _client(
+    tmp_path: Path, fake: FakeTriton, *, store: StateStore | None = None, **overrides
+) -> TestClient:
+    """A started app over `fake`; `store`: the shared state to use (default: a new one)."""
     overrides.setdefault(
         "limits", LimitSettings(max_body_bytes=4096, max_batch_items=8, max_input_chars=100)
     )
     overrides.setdefault("auth", AuthSettings(bootstrap_admin_key=ADMIN_KEY))
     settings = Settings(
         environment="test",
-        triton=TritonSettings(model_repository=_write_cards(tmp_path / "repo")),
+        triton=TritonSettings(model_repository=write_cards(tmp_path / "repo")),
         **overrides,
     )
-    app = create_app(settings)
+    app = create_app(settings, over_fake(settings, fake, store=store))
     client = TestClient(app, raise_server_exceptions=False, headers={"X-API-Key": ADMIN_KEY})
     client.__enter__()
-    app.state.triton._client = fake
     return client
 
 
@@ -164,7 +151,7 @@ def test_unknown_version(api):
 
 def test_classification_route_refuses_embedding_model(api):
     assert_envelope(
-        api.post("/v1/models/embed/predict", json={"inputs": "x"}), 422, "validation_error"
+        api.post("/v1/models/embed/predict", json={"inputs": "x"}), 404, "model_not_found"
     )
 
 

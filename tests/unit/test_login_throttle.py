@@ -14,11 +14,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from frontend.app import create_app
+from frontend.container import services_of
 from frontend.errors import InfergateError
 from frontend.services import access as service
 from frontend.settings import AuthSettings, Settings, TritonSettings
 
-from .test_frontend_errors import ADMIN_KEY, FakeTriton, _write_cards
+from .cards import write_cards
+from .test_frontend_errors import ADMIN_KEY, FakeTriton, over_fake
 
 PASSWORD = "correct horse battery"
 TOKEN = "/v1/auth/token"
@@ -42,18 +44,19 @@ class Gateway:
     def __init__(self, tmp_path, **auth) -> None:
         settings = Settings(
             environment="test",
-            triton=TritonSettings(model_repository=_write_cards(tmp_path / "repo")),
+            triton=TritonSettings(model_repository=write_cards(tmp_path / "repo")),
             auth=AuthSettings(bootstrap_admin_key=ADMIN_KEY, **auth),
         )
-        self.app = create_app(settings)
+        self.app = create_app(settings, over_fake(settings, FakeTriton()))
         self.http = TestClient(
             PeerFromHeader(self.app),
             raise_server_exceptions=False,
             headers={"X-API-Key": ADMIN_KEY},
         )
         self.http.__enter__()
-        self.app.state.triton._client = FakeTriton()
-        self.access = self.app.state.access
+        services = services_of(self.app)
+        assert services is not None
+        self.access = services.access
         self.refusals: set[str] = set()
         # Count what reaches argon2: an attempt over budget must never get here.
         passwords = self.access.users._passwords

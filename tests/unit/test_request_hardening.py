@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from tritonclient.utils import InferenceServerException
 
 from frontend.app import create_app
+from frontend.catalog import Catalog, ServedModel
 from frontend.errors import InputInvalid, Overloaded, VersionNotFound
 from frontend.observability.metrics import Metrics
-from frontend.services.catalog import Catalog, ServedModel
 from frontend.settings import (
     AuthSettings,
     GenerationSettings,
@@ -25,9 +25,10 @@ from frontend.settings import (
     Settings,
     TritonSettings,
 )
-from frontend.triton.generate import model_error
+from frontend.triton.errors import model_error
 
-from .test_frontend_errors import ADMIN_KEY, FakeResult, FakeTriton, assert_envelope
+from .cards import WITH_CHAT, write_cards
+from .test_frontend_errors import ADMIN_KEY, FakeResult, FakeTriton, assert_envelope, over_fake
 
 PREDICT = "/v1/models/intent/predict"
 CHAT = "/v1/chat/completions"
@@ -95,39 +96,15 @@ class CountingTriton(FakeTriton):
         return True
 
 
-def _write_cards(root: Path) -> Path:
-    cards = [
-        ("intent", 1, "text-classification"),
-        ("intent", 2, "text-classification"),
-        ("embed", 1, "feature-extraction"),
-        ("chat", 1, "text-generation"),
-    ]
-    for model, version, task in cards:
-        vdir = root / model / str(version)
-        vdir.mkdir(parents=True)
-        card = {
-            "model": model,
-            "version": version,
-            "task": task,
-            "labels": ["greeting", "goodbye", "refund"] if task == "text-classification" else [],
-            "num_labels": 3 if task == "text-classification" else 0,
-            "embedding_dim": 4 if task == "feature-extraction" else None,
-            "max_length_tokens": 256,
-            "score_kind": "probability",
-            "artifact": {"sha256": f"{model}-{version}-digest"},
-        }
-        if task == "text-generation":
-            card["max_completion_tokens"] = 1024
-        (vdir / "card.json").write_text(json.dumps(card))
-    return root
-
-
 @pytest.fixture
 def fake() -> CountingTriton:
     return CountingTriton()
 
 
-def _app(tmp_path: Path, fake: CountingTriton, **overrides) -> TestClient:
+def _app(
+    tmp_path: Path, fake: CountingTriton, parts: dict | None = None, **overrides
+) -> TestClient:
+    """A started app over `fake`; `parts`: other services to use (ServiceOverrides)."""
     overrides.setdefault("limits", LimitSettings(max_body_bytes=64 * 1024, max_batch_items=8))
     overrides.setdefault("auth", AuthSettings(bootstrap_admin_key=ADMIN_KEY))
     overrides.setdefault(
@@ -135,14 +112,12 @@ def _app(tmp_path: Path, fake: CountingTriton, **overrides) -> TestClient:
     )
     settings = Settings(
         environment="test",
-        triton=TritonSettings(model_repository=_write_cards(tmp_path / "repo")),
+        triton=TritonSettings(model_repository=write_cards(tmp_path / "repo", WITH_CHAT)),
         **overrides,
     )
-    client = TestClient(
-        create_app(settings), raise_server_exceptions=False, headers={"X-API-Key": ADMIN_KEY}
-    )
+    app = create_app(settings, over_fake(settings, fake, **(parts or {})))
+    client = TestClient(app, raise_server_exceptions=False, headers={"X-API-Key": ADMIN_KEY})
     client.__enter__()
-    client.app.state.triton._client = fake
     return client
 
 
@@ -459,29 +434,32 @@ def test_overloaded_model_error_is_generic():
 )
 def test_predict_on_another_task_names_the_right_route(api, fake, model, advice, not_advice):
     error = assert_envelope(
-        api.post(f"/v1/models/{model}/predict", json={"inputs": "x"}), 422, "validation_error"
+        api.post(f"/v1/models/{model}/predict", json={"inputs": "x"}), 404, "model_not_found"
     )
     assert advice in error["message"] and not_advice not in error["message"]
     assert fake.calls == []
 
 
-def test_readiness_flood_costs_one_check_per_interval(api, fake):
+def test_readiness_flood_costs_one_check_per_interval(tmp_path, fake):
     from frontend.services.health import ReadinessCache
 
     now = [1000.0]
-    api.app.state.readiness = ReadinessCache(1.0, clock=lambda: now[0])
+    api = _app(tmp_path, fake, {"readiness": ReadinessCache(1.0, clock=lambda: now[0])})
     per_check = 1 + 3  # the server, and each of the three models
-    for _ in range(50):
-        ready = api.get("/health/ready")
-        assert ready.status_code == 200 and ready.json()["status"] == "ready"
-    assert fake.health_calls == per_check
-    now[0] += 0.99
-    api.get("/health/ready")
-    assert fake.health_calls == per_check
-    now[0] += 0.02
-    for _ in range(10):
+    try:
+        for _ in range(50):
+            ready = api.get("/health/ready")
+            assert ready.status_code == 200 and ready.json()["status"] == "ready"
+        assert fake.health_calls == per_check
+        now[0] += 0.99
         api.get("/health/ready")
-    assert fake.health_calls == 2 * per_check
+        assert fake.health_calls == per_check
+        now[0] += 0.02
+        for _ in range(10):
+            api.get("/health/ready")
+        assert fake.health_calls == 2 * per_check
+    finally:
+        api.__exit__(None, None, None)
 
 
 def test_readiness_cache_shares_one_running_check():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from frontend.container import services_of
 from frontend.routing.router import OVERRIDES
 
 from .test_frontend_errors import FakeTriton, _client
@@ -81,8 +82,9 @@ def test_explicit_versions_beat_policies_and_the_path_beats_the_header(client):
 def test_a_bad_stored_override_keeps_serving_and_the_next_good_one_applies(client, stored):
     put(client, {"default": "1"})
     assert version(client) == "1"
-    store = client.app.state.access.store
-    router = client.app.state.router
+    services = services_of(client.app)
+    assert services is not None
+    store, router = services.store, services.router
 
     async def store_and_sync(value: bytes) -> bool:
         await store.put(OVERRIDES, value)

@@ -1,0 +1,216 @@
+"""The app's services in one typed container, built in one place and closed in one place.
+
+`open_services` builds every service in dependency order, registering each one's closing
+as it opens it; starts the background loops only once everything is built; and on the way
+out (or when building fails half-way) undoes it all in reverse: loops stopped and awaited,
+this worker's last counts written, then Redis and Triton closed. Nothing connects at
+import time. The one container hangs on `app.state.services` (`attach`, `services_of`):
+routes never look there, they declare what they need (frontend/deps.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+
+from .access import Access
+from .auth.secrets import derive
+from .cache.service import ResultCache
+from .cache.store import CacheStore, MemoryCacheStore, RedisCacheStore
+from .catalog import Catalog
+from .errors import StateUnavailable
+from .observability.metrics import Metrics
+from .routing.assign import Assigner
+from .routing.router import Router, load_file
+from .routing.stats import RoutingStats
+from .services.generation import GenerationService
+from .services.health import ReadinessCache
+from .services.inference import InferenceService
+from .settings import Settings
+from .state.counters import BufferedCounters
+from .state.guard import RedisGuard
+from .state.memory import MemoryStore
+from .state.redis_store import RedisStore
+from .state.store import StateStore
+from .triton.client import TritonClient
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+log = logging.getLogger("infergate")
+
+
+@dataclass
+class Services:
+    """Everything a request may need, built once per process by `open_services`."""
+
+    settings: Settings
+    metrics: Metrics
+    catalog: Catalog
+    triton: TritonClient
+    redis: Redis | None  # None: no Redis configured, state kept in process
+    redis_guard: RedisGuard | None
+    store: StateStore
+    counters: BufferedCounters
+    cache: ResultCache
+    router: Router
+    routing_stats: RoutingStats
+    inference: InferenceService
+    access: Access
+    generation: GenerationService
+    readiness: ReadinessCache
+    # True from the end of start-up to the start of shutdown (/health/startup).
+    started: bool = False
+
+
+@dataclass(frozen=True)
+class ServiceOverrides:
+    """Parts to use instead of building them from the settings (tests pass fakes here).
+    What is given is owned like what is built: Triton and Redis are closed at shutdown."""
+
+    catalog: Catalog | None = None
+    triton: TritonClient | None = None
+    # A redis.asyncio client (or a fake of one), used as one made from settings.redis.url.
+    redis: Redis | None = None
+    # Shared state (keys, users, limits, routing, counters); the default follows Redis.
+    store: StateStore | None = None
+    cache_store: CacheStore | None = None
+    readiness: ReadinessCache | None = None
+
+
+async def build_services(
+    settings: Settings,
+    metrics: Metrics,
+    stack: AsyncExitStack,
+    overrides: ServiceOverrides | None = None,
+) -> Services:
+    """Builds every service; each one that holds something open has its closing pushed
+    on `stack` as soon as it exists, so a failure further on still closes it. Starts no
+    task: the background loops wait for `start_background`."""
+    given = overrides or ServiceOverrides()
+    catalog = given.catalog
+    if catalog is None:
+        catalog = Catalog.load(settings.triton.model_repository)
+    triton = given.triton if given.triton is not None else TritonClient(settings.triton)
+    stack.push_async_callback(triton.close)
+    redis = given.redis if given.redis is not None else _connect_redis(settings)
+    guard: RedisGuard | None = None
+    store: StateStore
+    cache_store: CacheStore
+    if redis is not None:
+        stack.push_async_callback(redis.aclose)
+        guard = RedisGuard(metrics, settings.redis.deadline_s, settings.auth.redis_probe_s)
+        guard.attach(redis.ping)
+        stack.push_async_callback(guard.close)  # its prober, if Redis went down
+        store = given.store if given.store is not None else RedisStore(redis, guard)
+        cache_store = given.cache_store or RedisCacheStore(redis, guard)
+    else:
+        log.info("no Redis configured: state is kept in process (run a single worker)")
+        store = given.store if given.store is not None else MemoryStore()
+        cache_store = given.cache_store or MemoryCacheStore(settings.cache.max_memory_items)
+    counters = BufferedCounters(store)
+    stack.push_async_callback(_last_counts, counters)
+    cache = ResultCache(settings.cache, cache_store, counters, metrics)
+    router = Router(
+        catalog,
+        load_file(settings.routing.file),
+        store,
+        Assigner(derive(settings.secret, "routing")),
+        settings.routing.poll_s,
+    )
+    with contextlib.suppress(StateUnavailable):  # the watch loop catches up later
+        await router.sync()
+    routing_stats = RoutingStats(store, counters)
+    access = Access.build(settings, store, metrics)
+    return Services(
+        settings=settings,
+        metrics=metrics,
+        catalog=catalog,
+        triton=triton,
+        redis=redis,
+        redis_guard=guard,
+        store=store,
+        counters=counters,
+        cache=cache,
+        router=router,
+        routing_stats=routing_stats,
+        inference=InferenceService(
+            settings, catalog, triton, cache, router, routing_stats, metrics
+        ),
+        access=access,
+        generation=GenerationService(catalog, triton, access.quota, settings.generation, metrics),
+        readiness=given.readiness or ReadinessCache(settings.triton.ready_cache_s),
+    )
+
+
+def start_background(services: Services, stack: AsyncExitStack) -> None:
+    """The loops that keep this worker in step with the others: routing changes polled,
+    shared counters written. Each is stopped (cancelled, and awaited) on `stack`'s exit,
+    before anything it uses is closed."""
+    loops: tuple[Coroutine[Any, Any, None], ...] = (
+        services.router.watch(),
+        services.counters.run(),
+    )
+    for loop in loops:
+        stack.push_async_callback(_stop, asyncio.create_task(loop))
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings, metrics: Metrics, overrides: ServiceOverrides | None = None
+) -> AsyncIterator[Services]:
+    """Every service, built and running inside the block; all of it stopped and closed
+    after it, in reverse order, also when start-up fails half-way."""
+    async with AsyncExitStack() as stack:
+        services = await build_services(settings, metrics, stack, overrides)
+        start_background(services, stack)
+        yield services
+
+
+def attach(app: Starlette, services: Services) -> None:
+    app.state.services = services
+
+
+def services_of(app: Starlette) -> Services | None:
+    """The app's services; None before its start-up has built them."""
+    services: Services | None = getattr(app.state, "services", None)
+    return services
+
+
+def _connect_redis(settings: Settings) -> Redis | None:
+    if settings.redis.url is None:
+        return None
+    import redis.asyncio as redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    # No connection yet: the client connects on its first command.
+    return redis.from_url(
+        settings.redis.url.get_secret_value(),
+        socket_timeout=settings.redis.socket_timeout_s,
+        socket_connect_timeout=settings.redis.connect_timeout_s,
+        # One quick retry at most: the guard's deadline bounds every call anyway.
+        retry=Retry(NoBackoff(), 1),
+        max_connections=settings.redis.max_connections,
+    )
+
+
+async def _last_counts(counters: BufferedCounters) -> None:
+    with contextlib.suppress(StateUnavailable):
+        await counters.flush()  # this worker's last counts
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    # Waited for without raising: a loop that already ended with an error must not stop
+    # the rest of the shutdown; its error is logged instead.
+    await asyncio.wait([task])
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background loop failed", exc_info=task.exception())

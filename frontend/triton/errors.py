@@ -1,0 +1,80 @@
+"""gRPC status -> domain error, at the boundary: nothing above the triton package sees a
+tritonclient exception. `map_error` reads a call's status; `model_error` reads the chat
+model's own final error (its message leads with the kind); `not_sent` says whether a
+failed call is safe to retry."""
+
+from __future__ import annotations
+
+from tritonclient.utils import InferenceServerException
+
+from ..errors import (
+    BadRequest,
+    DeadlineExceeded,
+    InputInvalid,
+    ModelUnavailable,
+    Overloaded,
+    UpstreamError,
+    UpstreamUnavailable,
+)
+
+# UNAVAILABLE with one of these means the request never reached Triton: safe to retry.
+_NOT_SENT = ("failed to connect", "connection refused", "connect failed", "dns resolution")
+
+
+def not_sent(exc: InferenceServerException) -> bool:
+    message = (exc.message() or "").lower()
+    return any(marker in message for marker in _NOT_SENT)
+
+
+def map_error(exc: InferenceServerException, model: str, version: str, timeout: float) -> Exception:
+    status = exc.status() or ""
+    message = exc.message() or ""
+    lowered = message.lower()
+    if "DEADLINE_EXCEEDED" in status:
+        return DeadlineExceeded(f"model {model!r} did not answer within {timeout:g} s")
+    if "UNAVAILABLE" in status:
+        if "queue size" in lowered:
+            return Overloaded(f"model {model!r} is overloaded; retry shortly")
+        if "unknown model" in lowered or "not found" in lowered or "not ready" in lowered:
+            return _not_found(model, version)  # Triton is up, this model is not
+        return UpstreamUnavailable("the inference server is unavailable; retry shortly")
+    if "INVALID_ARGUMENT" in status:
+        if "unknown model" in lowered or "is not found" in lowered:
+            return _not_found(model, version)
+        return InputInvalid(_strip_request_id(message))
+    if "NOT_FOUND" in status or "unknown model" in lowered:
+        return _not_found(model, version)
+    if "CANCELLED" in status:
+        return UpstreamUnavailable("the inference request was cancelled")
+    if "unavailable" in lowered or "not ready" in lowered:
+        return UpstreamUnavailable(f"model {model!r} is not ready; retry shortly")
+    return UpstreamError(f"inference failed for model {model!r}")
+
+
+def model_error(error: InferenceServerException, model: str) -> Exception:
+    """A final error response of the decoupled chat model: `<kind>: <text>`."""
+    message = _strip_request_id(error.message() or "")
+    kind, _, text = message.partition(": ")
+    if kind == "invalid":
+        return BadRequest(text)
+    if kind == "overloaded":
+        # Not the model's text: it names how many sequences run and wait, which tells a
+        # caller how busy the service is (that is for metrics: infergate_chat_queued_*).
+        return Overloaded(f"model {model!r} is at capacity; retry shortly")
+    if kind == "internal":
+        return UpstreamError(f"generation failed in model {model!r}")
+    return map_error(error, model, "", 0)
+
+
+def _not_found(model: str, version: str) -> Exception:
+    # Every call here is for a model and version the catalog has (unknown ones are 404
+    # before Triton is asked), so "not found" from Triton means "not loaded": 503.
+    what = f"model {model!r}" + (f" version {version}" if version else "")
+    return ModelUnavailable(f"{what} is not loaded in the inference server; retry later")
+
+
+def _strip_request_id(message: str) -> str:
+    # Triton prefixes "[request id: …] "; the envelope carries the id already.
+    if message.startswith("[request id:"):
+        return message.split("] ", 1)[-1]
+    return message

@@ -1,0 +1,120 @@
+"""The sampling bounds are written once per side: the frontend's request schema checks
+them for HTTP callers, the chat model checks them again for callers that reach Triton's
+gRPC directly. The packages share no code, so this holds the two sides' numbers equal:
+whatever the schema accepts the model accepts, and what the model refuses the schema
+refuses first (a 422 naming the field, never the model's 400)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+import export.runtime.generation as engine
+import frontend.schemas.chat as schema
+from export.runtime.generation import GenerationError, Sampling, check_sampling
+from frontend.schemas.chat import ChatCompletionRequest
+
+USER = [{"role": "user", "content": "hi"}]
+MAX_COMPLETION = 64
+
+
+def test_the_two_sides_name_the_same_numbers():
+    for name in (
+        "MIN_TEMPERATURE",
+        "MAX_TEMPERATURE",
+        "MAX_TOP_P",
+        "MIN_TOP_K",
+        "MAX_STOP_SEQUENCES",
+    ):
+        assert getattr(schema, name) == getattr(engine, name), name
+    # The schema takes any seed modulo 2**63; the model takes 0 .. 2**63 - 1.
+    assert schema.SEED_MODULUS == engine.MAX_SEED + 1
+
+
+def _request(**fields) -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate({"model": "chat", "messages": USER, **fields})
+
+
+def _sampling(body: ChatCompletionRequest) -> Sampling:
+    return Sampling(
+        max_tokens=body.max_tokens or MAX_COMPLETION,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        top_k=body.top_k,
+        seed=body.seed,
+        stop=body.stop_sequences(),
+    )
+
+
+EDGES = [
+    {"temperature": schema.MIN_TEMPERATURE},
+    {"temperature": schema.MAX_TEMPERATURE},
+    {"top_p": schema.MAX_TOP_P},
+    {"top_p": 1e-9},
+    {"top_k": schema.MIN_TOP_K},
+    {"top_k": schema.MAX_TOP_K},
+    {"stop": ["s"] * schema.MAX_STOP_SEQUENCES},
+    {"seed": 0},
+    {"seed": -1},
+    {"seed": 2**64 + 5},
+    {"max_tokens": 1},
+    {"max_tokens": MAX_COMPLETION},
+]
+
+
+@pytest.mark.parametrize("fields", EDGES)
+def test_what_the_schema_accepts_the_model_accepts(fields):
+    check_sampling(_sampling(_request(**fields)), MAX_COMPLETION)
+
+
+OUTSIDE = [
+    {"temperature": schema.MAX_TEMPERATURE + 0.01},
+    {"temperature": schema.MIN_TEMPERATURE - 0.01},
+    {"top_p": schema.MAX_TOP_P + 0.01},
+    {"top_p": 0},
+    {"top_k": schema.MIN_TOP_K - 1},
+    {"stop": ["s"] * (schema.MAX_STOP_SEQUENCES + 1)},
+    {"stop": [""]},
+]
+
+
+@pytest.mark.parametrize("fields", OUTSIDE)
+def test_what_the_model_refuses_the_schema_refuses_first(fields):
+    with pytest.raises(ValidationError):
+        _request(**fields)
+    raw = {
+        "max_tokens": 1,
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "top_k": 0,
+        "stop": (),
+        **fields,
+    }
+    raw["stop"] = tuple(raw["stop"])
+    with pytest.raises(GenerationError) as refused:
+        check_sampling(Sampling(**raw), MAX_COMPLETION)
+    assert refused.value.code == "invalid"
+
+
+@pytest.mark.parametrize("seed", [-1, engine.MAX_SEED + 1])
+def test_the_model_refuses_a_seed_out_of_int64_range_as_invalid(seed):
+    with pytest.raises(GenerationError) as refused:
+        check_sampling(Sampling(max_tokens=1, seed=seed), MAX_COMPLETION)
+    assert refused.value.code == "invalid"
+
+
+def test_the_schema_takes_any_seed_modulo_int64():
+    assert _request(seed=2**64 + 5).seed == 5
+    assert _request(seed=-1).seed == schema.SEED_MODULUS - 1
+    assert _request(seed=7).seed == 7
+    assert _request().seed is None
+
+
+def test_the_served_schema_states_the_bounds():
+    fields = ChatCompletionRequest.model_json_schema()["properties"]
+    assert fields["temperature"]["minimum"] == schema.MIN_TEMPERATURE
+    assert fields["temperature"]["maximum"] == schema.MAX_TEMPERATURE
+    assert fields["top_p"]["maximum"] == schema.MAX_TOP_P
+    assert fields["top_k"]["maximum"] == schema.MAX_TOP_K
+    stop_list = next(a for a in fields["stop"]["anyOf"] if a.get("type") == "array")
+    assert stop_list["maxItems"] == schema.MAX_STOP_SEQUENCES

@@ -23,7 +23,7 @@ help:
 	@echo "make test    install, build the model repository (cached), run all tests"
 	@echo "make models  build model_repository/ (TARGET=cpu|gpu)"
 	@echo "make triton  run only the embedded Triton"
-	@echo "make lint    ruff + mypy"
+	@echo "make lint    ruff + mypy + import contracts (.importlinter)"
 	@echo "make bench   side-by-side benchmark report (QUICK=1 for a smoke run)"
 	@echo "make bench-chat  text-generation benchmark (tokens/s, TTFT, 1/4/8 streams)"
 
@@ -76,7 +76,8 @@ test-unit: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy export frontend benchmarks
+	$(VENV)/bin/mypy export frontend benchmarks procs
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) model_repository/*/ model_repository/MODELS.md

@@ -186,6 +186,25 @@ class ServerWatch:
                     return
 
 
+# A test-only hook (the failure tests' private build): the engine raises for one seed.
+# It acts only where the Triton process was started with this variable set to 1, so a
+# config copied from a test into a real repository cannot break a real model: there it
+# fails the load, saying why.
+TEST_HOOKS_ENV = "INFERGATE_TEST_HOOKS"
+
+
+def fail_on_seed_hook(params: dict[str, str], environ: Any) -> int | None:
+    raw = params.get("test_fail_on_seed", "")
+    if not raw:
+        return None
+    if environ.get(TEST_HOOKS_ENV) != "1":
+        raise ValueError(
+            f"parameter test_fail_on_seed is a test-only hook; it acts only when Triton runs "
+            f"with {TEST_HOOKS_ENV}=1 (remove it from this model's config.pbtxt)"
+        )
+    return int(raw)
+
+
 def _stop_file() -> Callable[[], bool] | None:
     """The embedded launcher's stop announcement: this file exists once it is stopping."""
     path = os.environ.get("INFERGATE_TRITON_STOP_FILE")
@@ -259,14 +278,14 @@ class TritonPythonModel:
             max_context=int(params["max_context"]),
         )
         labels = {"model": args["model_name"], "version": version}
-        fail_on_seed = params.get("test_fail_on_seed")
+        fail_on_seed = fail_on_seed_hook(params, os.environ)
         self.engine = ChatEngine(
             version_dir,
             limits,
             threads=int(params.get("ort_intra_op_threads", "2")),
             provider=params.get("ort_provider", "cpu"),
             metrics=TritonMetrics(pb_utils, labels),
-            fail_on_seed=int(fail_on_seed) if fail_on_seed else None,
+            fail_on_seed=fail_on_seed,
             stop_signal=_stop_file(),
         ).start()
         name = args["model_name"]

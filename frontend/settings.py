@@ -335,8 +335,6 @@ class Settings(BaseSettings):
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
-    # Set by `python -m frontend` when it runs several workers (metrics in files).
-    prometheus_multiproc_dir: Path | None = None
 
     _secret_generated: bool = PrivateAttr(default=False)
 

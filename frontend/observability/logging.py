@@ -143,10 +143,14 @@ def apply_patterns(text: str, gated: bool = True) -> str:
     return text
 
 
-def mask(text: str) -> str:
+def mask(text: str, *, keep_tail: bool = False) -> str:
     text = apply_patterns(percent_decoded(text))
     if len(text) > MAX_FIELD_CHARS:
-        text = text[:MAX_FIELD_CHARS] + f"...[{len(text) - MAX_FIELD_CHARS} more]"
+        cut = len(text) - MAX_FIELD_CHARS
+        # A traceback's last lines say what failed: cut its head, not its tail.
+        if keep_tail:
+            return f"[{cut} more]..." + text[-MAX_FIELD_CHARS:]
+        text = text[:MAX_FIELD_CHARS] + f"...[{cut} more]"
     return text
 
 
@@ -201,10 +205,14 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         payload.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        exception = None
         if record.exc_info:
-            payload["exception"] = self.formatException(record.exc_info)
+            exception = mask(self.formatException(record.exc_info), keep_tail=True)
         safe = {k: payload.pop(k) for k in _SAFE_FIELDS if k in payload}
-        return orjson.dumps({**safe, **_masked(payload)}, default=str).decode()
+        masked = _masked(payload)
+        if exception is not None:
+            masked["exception"] = exception
+        return orjson.dumps({**safe, **masked}, default=str).decode()
 
 
 def configure_logging(level: str, json_format: bool = True) -> None:

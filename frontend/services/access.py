@@ -42,8 +42,13 @@ async def create_own_key(access: Access, by: Principal, name: str) -> dict:
     token budget). A user's keys act as the user; a key minted by a standalone key has
     owner `key:<that key>` and acts as that key (its tier; revoking it ends them too).
     Keys minted by such a child belong to the same standalone key: the group stays flat."""
-    if len(await access.keys.listing(by.owner)) >= MAX_OWN_KEYS:
-        raise InputInvalid(f"at most {MAX_OWN_KEYS} keys per owner; revoke one first")
+    # Live keys only: a revoked key no longer counts (revoking one makes room).
+    live = [k for k in await access.keys.listing(by.owner) if k["revoked_at"] is None]
+    if len(live) >= MAX_OWN_KEYS:
+        raise InputInvalid(
+            f"at most {MAX_OWN_KEYS} live keys per owner (a standalone key counts as one of "
+            "its own); revoke one first"
+        )
     owner = by.owner if by.owner.startswith(("user:", "key:")) else None
     record, key = await access.keys.create(name, owner, "user", by.tier, by.subject)
     return {**record.public(), "key": key}

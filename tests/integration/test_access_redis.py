@@ -20,6 +20,9 @@ import aiohttp
 import httpx
 import pytest
 
+from procs.ports import free_port
+from procs.wait import wait_for, wait_http
+
 from .conftest import (
     ADMIN,
     ADMIN_KEY,
@@ -27,7 +30,6 @@ from .conftest import (
     TEST_SECRET,
     LiveFrontend,
     RedisServer,
-    free_port,
     frontend_settings,
 )
 
@@ -95,9 +97,7 @@ class Workers:
             stdout=subprocess.DEVNULL,
             stderr=self.log.open("w"),
         )
-        from benchmarks.targets import wait_http
-
-        wait_http(self.url + "/health/ready", timeout=120)
+        wait_http(self.url + "/health/ready", timeout_s=120)
 
     @property
     def url(self) -> str:
@@ -294,7 +294,17 @@ def test_no_secret_in_redis_or_logs(workers, redis_private):
     assert login["access_token"] not in stored and login["refresh_token"] not in stored
     assert PASSWORD not in stored and "$argon2id$" in stored  # only the password's hash
 
-    time.sleep(0.5)  # access records are written just after the responses
+    # Access records are written just after the responses, in order within a worker: once
+    # a marker request answered by each worker is in the log, everything before it is.
+    markers = [
+        r.headers["X-Request-ID"]
+        for r in from_both_workers(lambda: fresh(workers.url, "GET", "/health/live"), need=1)
+    ]
+    wait_for(
+        lambda: all(m in workers.log.read_text() for m in markers),
+        "both workers' marker requests in the access log",
+        10,
+    )
     logs = workers.log.read_text()
     assert '"infergate.access"' in logs
     for secret in (
@@ -338,7 +348,8 @@ def _metric(url: str, name: str) -> float:
 
 
 @pytest.mark.parametrize(
-    ("policy", "failure"), [("open", "kill"), ("closed", "kill"), ("open", "hang")]
+    ("policy", "failure"),
+    [("open", "kill"), ("closed", "kill"), ("open", "hang"), ("closed", "hang")],
 )
 def test_redis_failing_under_load(triton, repository, tmp_path, policy, failure):
     """docs/reliability.md, "Redis outage": Redis killed (connections refused) or hung (SIGSTOP:

@@ -225,3 +225,23 @@ def test_request_id_charset_and_length():
     assert client_request_id("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
     for bad in ("", "x" * 65, "-leading", "a b", "a\r\nb", "a%40b", "ig_live_x_y", "a=b"):
         assert client_request_id(bad) is None, bad
+
+
+def test_a_long_traceback_keeps_its_last_lines_and_is_masked():
+    import json
+    import logging
+    import sys
+
+    from frontend.observability.logging import MAX_FIELD_CHARS, JsonFormatter
+
+    try:
+        try:
+            raise ValueError("x" * (2 * MAX_FIELD_CHARS))  # a cause far longer than a field
+        except ValueError as cause:
+            raise RuntimeError("the model fell over for alice@example.com") from cause
+    except RuntimeError:
+        record = logging.LogRecord("infergate", logging.ERROR, "", 0, "boom", None, sys.exc_info())
+    exception = json.loads(JsonFormatter().format(record))["exception"]
+    assert re.match(r"\[\d+ more\]\.\.\.", exception)  # the head was cut ...
+    assert exception.endswith("RuntimeError: the model fell over for [EMAIL]")  # ... not the end
+    assert len(exception) <= MAX_FIELD_CHARS + 20

@@ -190,7 +190,9 @@ def main() -> None:
     args = parser.parse_args()
     repository = Path(args.repository).resolve()
     with EmbeddedTriton(repository, TritonPorts.free()) as triton:
-        target = start_frontend(triton.grpc_url, repository, workers=1)
+        target = start_frontend(
+            triton.grpc_url, repository, workers=1, triton_admin_key=triton.admin_key
+        )
         try:
             results = asyncio.run(run(target.url, triton.grpc_url, triton.metrics_url, args))
         finally:

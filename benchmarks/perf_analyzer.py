@@ -28,7 +28,12 @@ def binary() -> str | None:
     return str(candidate) if candidate.exists() else shutil.which("perf_analyzer")
 
 
-def run(grpc_url: str, concurrency: int, window_ms: int) -> dict:
+def run(
+    http_url: str, concurrency: int, window_ms: int, *, headers: dict[str, str] | None = None
+) -> dict:
+    """Over Triton's HTTP port: perf_analyzer reads the model's config, a restricted API,
+    and 2.51 can send a header (`headers`: the launch's admin key) only over HTTP (its -H
+    is ignored for gRPC, and it has no gRPC metadata option)."""
     exe = binary()
     cudart = _cudart_dir()
     if exe is None or cudart is None:
@@ -44,9 +49,9 @@ def run(grpc_url: str, concurrency: int, window_ms: int) -> dict:
         "-x",
         "1",
         "-i",
-        "grpc",
+        "http",
         "-u",
-        grpc_url,
+        http_url.removeprefix("http://"),
         "-b",
         "1",
         "--shape",
@@ -64,6 +69,8 @@ def run(grpc_url: str, concurrency: int, window_ms: int) -> dict:
         "-f",
         str(out),
     ]
+    for name, value in (headers or {}).items():
+        cmd += ["-H", f"{name}:{value}"]
     env = {
         **os.environ,
         "LD_LIBRARY_PATH": os.pathsep.join(

@@ -101,12 +101,25 @@ def main() -> None:
                 url=triton_server.grpc_url,
                 supports={"single", "batch", "open", "embed"},
             ),
-            start_frontend(triton_server.grpc_url, repository, args.frontend_workers),
             start_frontend(
-                triton_server.grpc_url, repository, args.frontend_workers, "frontend_noauth"
+                triton_server.grpc_url,
+                repository,
+                args.frontend_workers,
+                triton_admin_key=triton_server.admin_key,
             ),
             start_frontend(
-                triton_server.grpc_url, repository, args.frontend_workers, "frontend_limits"
+                triton_server.grpc_url,
+                repository,
+                args.frontend_workers,
+                "frontend_noauth",
+                triton_admin_key=triton_server.admin_key,
+            ),
+            start_frontend(
+                triton_server.grpc_url,
+                repository,
+                args.frontend_workers,
+                "frontend_limits",
+                triton_admin_key=triton_server.admin_key,
             ),
         ]
         targets += [start_baseline(name) for name in BASELINES]
@@ -134,7 +147,12 @@ def main() -> None:
                 )
                 bar.update(1)
             bar.set_postfix_str("perf_analyzer")
-            pa = perf_analyzer.run(triton_server.grpc_url, 32, int(seconds * 1000))
+            pa = perf_analyzer.run(
+                triton_server.http_url,
+                32,
+                int(seconds * 1000),
+                headers=triton_server.admin_headers,
+            )
             rows.append(
                 {
                     "round": 0,
@@ -163,7 +181,7 @@ def main() -> None:
         triton_server.stop()
 
     descriptions = {t.name: t.description for t in targets}
-    descriptions["perf_analyzer"] = "(b) Triton direct gRPC through perf_analyzer 2.51"
+    descriptions["perf_analyzer"] = "(b) Triton direct HTTP through perf_analyzer 2.51"
     config = {
         "quick": args.quick,
         "seconds_per_cell": seconds,

@@ -74,10 +74,16 @@ FRONTENDS = {
 
 
 def start_frontend(
-    triton_grpc: str, repository: Path, workers: int, name: str = "frontend"
+    triton_grpc: str,
+    repository: Path,
+    workers: int,
+    name: str = "frontend",
+    *,
+    triton_admin_key: str | None = None,
 ) -> Target:
     """One frontend (`python -m frontend serve`) over the given Triton, ready; it dies
-    with the benchmark, even when the benchmark is killed."""
+    with the benchmark, even when the benchmark is killed. `triton_admin_key`: the
+    launch's key of Triton's restricted APIs, so that /v1/models can show versions."""
     port = free_port()
     env = {
         "INFERGATE_LOG__LEVEL": "WARNING",
@@ -85,6 +91,8 @@ def start_frontend(
         # One random secret for this run (shared by the workers), never a constant.
         "INFERGATE_SECRET_KEY": secrets.token_urlsafe(32),
     }
+    if triton_admin_key is not None:
+        env["INFERGATE_TRITON__ADMIN_KEY"] = triton_admin_key
     extra: list[subprocess.Popen[bytes]] = []
     if name == "frontend_noauth":
         env["INFERGATE_AUTH__ENABLED"] = "false"

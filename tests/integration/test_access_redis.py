@@ -194,7 +194,7 @@ def test_limiter_is_exact_across_two_workers(workers):
     # The 1001st, now: still refused. After Retry-After (the latest one given): allowed.
     late = fresh(workers.url, "GET", "/v1/models", headers={"X-API-Key": key})
     assert late.status_code == 429
-    time.sleep(int(late.headers["Retry-After"]))
+    time.sleep(int(late.headers["Retry-After"]))  # the promise under test: wait as told
     again = fresh(workers.url, "GET", "/v1/models", headers={"X-API-Key": key})
     assert again.status_code == 200 and again.headers["X-RateLimit-Remaining"] == "99"
 
@@ -369,13 +369,13 @@ def test_redis_failing_under_load(triton, repository, tmp_path, policy, failure)
         stop = threading.Event()
         loader = threading.Thread(target=_load, args=(live.url, {"X-API-Key": key}, stop, results))
         loader.start()
-        time.sleep(1.0)
+        time.sleep(1.0)  # a duration: 1 s of load before the failure
         killed_at = time.monotonic()
         if failure == "kill":
             redis.kill()
         else:
             redis.proc.send_signal(signal.SIGSTOP)
-        time.sleep(OUTAGE_S)
+        time.sleep(OUTAGE_S)  # a duration: the outage
         down_up = _metric(live.url, "infergate_redis_up")
         restart_at = time.monotonic()
         if failure == "kill":
@@ -386,7 +386,7 @@ def test_redis_failing_under_load(triton, repository, tmp_path, policy, failure)
         while _metric(live.url, "infergate_redis_up") != 1 and time.monotonic() - back_at < 10:
             time.sleep(0.02)
         recovered_in = time.monotonic() - back_at
-        time.sleep(2.5)
+        time.sleep(2.5)  # a duration: load after recovery
         stop.set()
         loader.join(30)
     finally:

@@ -477,11 +477,11 @@ def test_triton_killed_hard_under_load(repository, tmp_path):
     worker = threading.Thread(target=load)
     worker.start()
     try:
-        time.sleep(1)
+        time.sleep(1)  # a duration: the load runs 1 s before the kill
         killed_at = time.monotonic()
         triton.kill()  # Triton and its backend stubs, SIGKILL
         not_ready_in = ready_at(killed_at, 503)
-        time.sleep(10)
+        time.sleep(10)  # a duration: the outage lasts 10 s under load
         wait_port_free(ports.grpc)
         triton = EmbeddedTriton(repo, ports).start(120)
         back_at = time.monotonic()

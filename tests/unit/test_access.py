@@ -287,7 +287,7 @@ def test_windows_are_all_or_nothing_and_reset():
         assert (await store.hit_windows([minute, day])).allowed
         refused = await store.hit_windows([minute, day])
         assert not refused.allowed and refused.counts == (2, 2)  # day not charged
-        await asyncio.sleep(1.05)
+        await asyncio.sleep(1.05)  # a duration: past the 1 s window
         again = await store.hit_windows([minute, day])
         assert again.allowed and again.counts == (1, 3)
         assert not (await store.hit_windows([minute, day])).allowed  # day now full

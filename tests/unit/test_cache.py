@@ -93,7 +93,7 @@ def test_waiters_compute_themselves_when_the_owner_is_cancelled():
             nonlocal calls
             calls += 1
             started.set()
-            await asyncio.sleep(10)
+            await asyncio.sleep(10)  # a duration: never finishes before the cancel
             return ["never"]
 
         async def fast(indices: list[int]) -> list[str]:
@@ -117,7 +117,7 @@ def test_failures_are_not_stored_and_reach_every_waiter():
         cache = _cache()
 
         async def boom(indices: list[int]) -> list[str]:
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # a duration: a failure that takes a moment
             raise RuntimeError("upstream failed")
 
         results = await asyncio.gather(

@@ -30,7 +30,7 @@ def test_closed_loop_keeps_concurrency():
         nonlocal active, peak
         active += 1
         peak = max(peak, active)
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # a duration: the fake request takes 10 ms
         active -= 1
 
     result = asyncio.run(closed_loop(call, concurrency=5, seconds=0.3))
@@ -66,7 +66,7 @@ def test_open_loop_counts_stalls_in_latency():
 
 def test_open_loop_drops_beyond_max_in_flight():
     async def call(_: int) -> None:
-        await asyncio.sleep(1)
+        await asyncio.sleep(1)  # a duration: a slow fake request
 
     result = asyncio.run(open_loop(call, rate=100, seconds=0.2, max_in_flight=5))
     assert result.dropped == 15 and result.requests == 5

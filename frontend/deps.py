@@ -8,7 +8,8 @@ request for nothing (seen in a py-spy profile of the predict route).
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request, Security
 from fastapi.security import APIKeyHeader, HTTPBearer
@@ -42,40 +43,14 @@ async def _all(request: Request) -> Services:
     return _services(request)
 
 
-async def _settings(request: Request) -> Settings:
-    return _services(request).settings
+def _part(name: str) -> Callable[[Request], Awaitable[Any]]:
+    """A dependency giving one field of the container (the alias below names its type)."""
 
+    async def part(request: Request) -> Any:
+        return getattr(_services(request), name)
 
-async def _metrics(request: Request) -> Metrics:
-    return _services(request).metrics
-
-
-async def _triton(request: Request) -> TritonClient:
-    return _services(request).triton
-
-
-async def _catalog(request: Request) -> Catalog:
-    return _services(request).catalog
-
-
-async def _router(request: Request) -> Router:
-    return _services(request).router
-
-
-async def _routing_stats(request: Request) -> RoutingStats:
-    return _services(request).routing_stats
-
-
-async def _cache(request: Request) -> ResultCache:
-    return _services(request).cache
-
-
-async def _inference(request: Request) -> InferenceService:
-    return _services(request).inference
-
-
-async def _generation(request: Request) -> GenerationService:
-    return _services(request).generation
+    part.__name__ = f"_{name}"
+    return part
 
 
 async def _started(request: Request) -> bool:
@@ -88,15 +63,15 @@ async def _request_id(request: Request) -> str:
 
 
 ServicesDep = Annotated[Services, Depends(_all)]  # for a route that needs many of them
-SettingsDep = Annotated[Settings, Depends(_settings)]
-MetricsDep = Annotated[Metrics, Depends(_metrics)]
-TritonDep = Annotated[TritonClient, Depends(_triton)]
-CatalogDep = Annotated[Catalog, Depends(_catalog)]
-RouterDep = Annotated[Router, Depends(_router)]
-RoutingStatsDep = Annotated[RoutingStats, Depends(_routing_stats)]
-CacheDep = Annotated[ResultCache, Depends(_cache)]
-InferenceDep = Annotated[InferenceService, Depends(_inference)]
-GenerationDep = Annotated[GenerationService, Depends(_generation)]
+SettingsDep = Annotated[Settings, Depends(_part("settings"))]
+MetricsDep = Annotated[Metrics, Depends(_part("metrics"))]
+TritonDep = Annotated[TritonClient, Depends(_part("triton"))]
+CatalogDep = Annotated[Catalog, Depends(_part("catalog"))]
+RouterDep = Annotated[Router, Depends(_part("router"))]
+RoutingStatsDep = Annotated[RoutingStats, Depends(_part("routing_stats"))]
+CacheDep = Annotated[ResultCache, Depends(_part("cache"))]
+InferenceDep = Annotated[InferenceService, Depends(_part("inference"))]
+GenerationDep = Annotated[GenerationService, Depends(_part("generation"))]
 StartedDep = Annotated[bool, Depends(_started)]
 RequestIdDep = Annotated[str, Depends(_request_id)]
 
@@ -123,11 +98,7 @@ ModelVersionHeader = Annotated[
 ]
 
 
-async def _access(request: Request) -> Access:
-    return _services(request).access
-
-
-AccessDep = Annotated[Access, Depends(_access)]
+AccessDep = Annotated[Access, Depends(_part("access"))]
 
 # Declared for OpenAPI (both schemes, per route); the credential itself is read below from
 # the raw headers so that one code path parses it.

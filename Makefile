@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install models serve triton test test-unit lint bench bench-chat clean
+.PHONY: help install models serve triton test test-unit lint bench bench-auth bench-chat clean
 
 help:
 	@echo "make serve   install, build the model repository (cached), run the stack"
@@ -26,6 +26,7 @@ help:
 	@echo "make lint    ruff + mypy + import contracts (.importlinter)"
 	@echo "make bench   side-by-side benchmark report (QUICK=1 for a smoke run)"
 	@echo "make bench-chat  text-generation benchmark (tokens/s, TTFT, 1/4/8 streams)"
+	@echo "make bench-auth  access-control hot path: p50/p99 now vs BASE (a git ref)"
 
 install: $(STAMP)
 
@@ -60,6 +61,10 @@ bench: models
 	$(PY) -m benchmarks.run $(if $(QUICK),--quick,)
 
 # Text generation: tokens/s and TTFT, frontend vs Triton gRPC, 1/4/8 streams (~3 min).
+# The access-control hot path against the commit before the SQL store, one run.
+bench-auth: models
+	$(PY) -m benchmarks.hot_path $(if $(BASE),--base $(BASE),)
+
 bench-chat: models
 	$(PY) -m benchmarks.chat
 

@@ -43,7 +43,7 @@ from procs.ports import free_port
 from procs.process import start_python
 
 from .loadgen import closed_loop
-from .targets import BENCH_ADMIN_KEY, RestCaller, Target
+from .targets import BENCH_ADMIN_KEY, RestCaller, Target, scratch_database
 
 PREDICT = "/v1/models/intent/versions/1/predict"
 SERVERS = {
@@ -62,7 +62,9 @@ MODULES = {  # the package each needs
 
 def start_server(name: str, triton_grpc: str, repository: Path) -> Target:
     port = free_port()
+    scratch, database_url = scratch_database()
     env = {
+        "INFERGATE_DATABASE__URL": database_url,  # every server its own, never `.infergate/`
         "INFERGATE_LOG__LEVEL": "WARNING",
         "INFERGATE_AUTH__BOOTSTRAP_ADMIN_KEY": BENCH_ADMIN_KEY,
         "INFERGATE_SECRET_KEY": secrets.token_urlsafe(32),
@@ -88,6 +90,7 @@ def start_server(name: str, triton_grpc: str, repository: Path) -> Target:
         url=f"http://127.0.0.1:{port}",
         process=start_python(args, env=env),
         headers={"X-API-Key": BENCH_ADMIN_KEY},
+        scratch=scratch,
     )
     target.wait_ready("/health/ready")
     return target

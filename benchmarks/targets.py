@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
@@ -40,6 +42,7 @@ class Target:
     supports: set[str] = field(default_factory=lambda: {"single", "batch", "open"})
     headers: dict[str, str] = field(default_factory=dict)  # credentials, for the frontend
     extra: list[subprocess.Popen[bytes]] = field(default_factory=list)  # e.g. its Redis
+    scratch: Path | None = None  # a directory of its own (its database), removed at stop
 
     def wait_ready(self, route: str) -> None:
         """Until it answers 200 on `route` (at once an error if its process exits); if it
@@ -54,6 +57,16 @@ class Target:
         for proc in [self.process, *self.extra]:
             if proc is not None:
                 stop_process(proc)
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def scratch_database() -> tuple[Path, str]:
+    """A fresh directory for one server of one run and the URL of a SQLite database in
+    it: a benchmark never writes the checkout's `.infergate/` nor reuses an old run's
+    records."""
+    directory = Path(tempfile.mkdtemp(prefix="infergate-bench-"))
+    return directory, f"sqlite+aiosqlite:///{directory / 'infergate.db'}"
 
 
 BENCH_ADMIN_KEY = "bench-admin-key-" + "0" * 32
@@ -68,7 +81,7 @@ FRONTENDS = {
     "frontend": "(a) infergate frontend -> Triton, bootstrap admin key (no limiter), "
     "in-process state",
     "frontend_noauth": "(a') the frontend with authentication off (INFERGATE_AUTH__ENABLED=false)",
-    "frontend_limits": "(a'') the frontend with an API key in a two-window tier, keys and "
+    "frontend_limits": "(a'') the frontend with an API key in a two-window tier: keys in SQL, "
     "limits in a private Redis (the full access-control path)",
 }
 
@@ -80,22 +93,31 @@ def start_frontend(
     name: str = "frontend",
     *,
     triton_admin_key: str | None = None,
+    source: Path | None = None,
+    env_extra: dict[str, str] | None = None,
+    label: str | None = None,
 ) -> Target:
     """One frontend (`python -m frontend serve`) over the given Triton, ready; it dies
     with the benchmark, even when the benchmark is killed. `triton_admin_key`: the
-    launch's key of Triton's restricted APIs, so that /v1/models can show versions."""
+    launch's key of Triton's restricted APIs, so that /v1/models can show versions.
+    `source`: run the frontend of another checkout (a git worktree of an older commit:
+    `python -m frontend` from its directory imports its code); `env_extra`: settings on
+    top; `label`: the target's name in results (default `name`)."""
     port = free_port()
+    scratch, database_url = scratch_database()
     env = {
         "INFERGATE_LOG__LEVEL": "WARNING",
         "INFERGATE_AUTH__BOOTSTRAP_ADMIN_KEY": BENCH_ADMIN_KEY,
         # One random secret for this run (shared by the workers), never a constant.
         "INFERGATE_SECRET_KEY": secrets.token_urlsafe(32),
+        "INFERGATE_DATABASE__URL": database_url,
     }
     if triton_admin_key is not None:
         env["INFERGATE_TRITON__ADMIN_KEY"] = triton_admin_key
     extra: list[subprocess.Popen[bytes]] = []
     if name == "frontend_noauth":
         env["INFERGATE_AUTH__ENABLED"] = "false"
+    env.update(env_extra or {})
     if name == "frontend_limits":
         redis_proc, redis_url = start_redis()
         extra.append(redis_proc)
@@ -113,13 +135,15 @@ def start_frontend(
             "--triton-url",
             triton_grpc,
             "--repository",
-            str(repository),
+            str(repository.resolve()),
         ],
         env=env,
+        cwd=source,
     )
     target = Target(
-        name,
-        FRONTENDS[name].replace("->", f"({workers} worker) ->", 1),
+        label or name,
+        FRONTENDS[name].replace("->", f"({workers} worker) ->", 1)
+        + (f" [{label}]" if label else ""),
         url=f"http://127.0.0.1:{port}",
         process=proc,
         supports={
@@ -128,6 +152,7 @@ def start_frontend(
         }.get(name, {"single"}),
         headers={"X-API-Key": BENCH_ADMIN_KEY},
         extra=extra,
+        scratch=scratch,
     )
     target.wait_ready("/health/ready")
     if name == "frontend_limits":

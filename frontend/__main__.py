@@ -4,6 +4,7 @@ python -m frontend serve                      # what `make serve` runs
 python -m frontend serve --workers 4          # several workers: needs INFERGATE_REDIS__URL
                                               # (keys, revocations and limits are shared)
 python -m frontend serve --triton-url host:8001
+python -m frontend db upgrade|downgrade <rev>|current|import-redis   # frontend/db/cli.py
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ def _prepare_auth(workers: int) -> str:
     try:
         settings = Settings()
     except ValueError as exc:
-        raise SystemExit(f"invalid settings: {exc}") from None
+        from .db.cli import settings_error
+
+        raise SystemExit(f"invalid settings: {settings_error(exc)}") from None
     warning = settings.secret_warning()
     if warning is not None:
         print(f"\n  WARNING: {warning}\n", file=sys.stderr, flush=True)
@@ -100,6 +103,19 @@ def _prepare_auth(workers: int) -> str:
         return "\n  no bootstrap admin key: set INFERGATE_AUTH__BOOTSTRAP_ADMIN_KEY\n"
     os.environ["INFERGATE_AUTH__BOOTSTRAP_ADMIN_KEY"] = _dev_admin_key()
     return f"\n  export IG_ADMIN_KEY=$(cat {os.path.abspath(KEY_FILE)})\n"
+
+
+def _prepare_database() -> None:
+    """Before Triton and the workers start: the database every worker will open (outside
+    prod without INFERGATE_DATABASE__URL, the embedded `.infergate/infergate.db`, put in
+    the environment for the workers), migrated to head once, here; prod never migrates:
+    a database not at head refuses the start, naming `python -m frontend db upgrade`."""
+    from .db.cli import CommandError, load_settings, prepare_database
+
+    try:
+        prepare_database(load_settings())
+    except CommandError as exc:
+        raise SystemExit(f"cannot start: {exc}") from None
 
 
 def _start_triton(args: argparse.Namespace) -> subprocess.Popen[str]:
@@ -155,6 +171,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     key_hint = _prepare_auth(args.workers)
+    _prepare_database()
     triton = None
     if args.triton_url:
         os.environ["INFERGATE_TRITON__URL"] = args.triton_url
@@ -214,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--triton-http-port", type=int, default=8003)
     s.add_argument("--triton-metrics-port", type=int, default=8002)
     s.set_defaults(func=serve)
+    from .db.cli import add_parser as add_db_parser
+
+    add_db_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -6,11 +6,14 @@ from types import ModuleType
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import Scope
 
 from . import handlers
 from .api import (
     admin,
+    audit,
     auth,
+    cache_admin,
     chat,
     embeddings,
     health,
@@ -34,6 +37,7 @@ from .observability.logging import configure_logging
 from .observability.metrics import Metrics
 from .responses import OrjsonResponse
 from .settings import Settings
+from .usage.ledger import UsageLedger
 
 DESCRIPTION = """
 REST gateway over NVIDIA Triton for transformer models.
@@ -74,7 +78,20 @@ def create_app(
         default_response_class=OrjsonResponse,
     )
     handlers.install(app)
-    routers = (predict, embeddings, chat, models, auth, usage, keys, admin, routing_admin, health)
+    routers = (
+        predict,
+        embeddings,
+        chat,
+        models,
+        auth,
+        usage,
+        keys,
+        admin,
+        cache_admin,
+        routing_admin,
+        audit,
+        health,
+    )
     for module in routers:
         app.include_router(module.router)
 
@@ -113,7 +130,7 @@ def create_app(
             ],
         )
     app.add_middleware(DisconnectCancelMiddleware)
-    app.add_middleware(ObserveMiddleware, metrics=metrics)
+    app.add_middleware(ObserveMiddleware, metrics=metrics, ledger_of=_ledger_of)
     app.add_middleware(
         SecurityHeadersMiddleware,
         hsts_max_age_s=settings.server.hsts_max_age_s,
@@ -178,3 +195,10 @@ def _document_generation_limits(app: FastAPI, schema: dict) -> None:
             for branch in properties.get(field, {}).get("anyOf", []):
                 if branch.get("type") == "integer":
                     branch["maximum"] = min(limits)
+
+
+def _ledger_of(scope: Scope) -> UsageLedger | None:
+    """The observe middleware's way to the usage ledger (the middlewares sit below the
+    container in the import layers); None before start-up has built it."""
+    services = services_of(scope["app"])
+    return services.ledger if services is not None else None

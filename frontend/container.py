@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,7 +25,10 @@ from .auth.secrets import derive
 from .cache.service import ResultCache
 from .cache.store import CacheStore, MemoryCacheStore, RedisCacheStore
 from .catalog import Catalog
-from .errors import StateUnavailable
+from .db.audit import AuditLog
+from .db.database import Database
+from .db.startup import open_database
+from .errors import DatabaseUnavailable, StateUnavailable
 from .observability.metrics import Metrics
 from .routing.assign import Assigner
 from .routing.router import Router, load_file
@@ -40,6 +43,7 @@ from .state.memory import MemoryStore
 from .state.redis_store import RedisStore
 from .state.store import StateStore
 from .triton.client import TritonClient
+from .usage.ledger import UsageLedger
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -58,6 +62,9 @@ class Services:
     redis: Redis | None  # None: no Redis configured, state kept in process
     redis_guard: RedisGuard | None
     store: StateStore
+    database: Database
+    audit: AuditLog
+    ledger: UsageLedger
     counters: BufferedCounters
     cache: ResultCache
     router: Router
@@ -115,6 +122,10 @@ async def build_services(
         log.info("no Redis configured: state is kept in process (run a single worker)")
         store = given.store if given.store is not None else MemoryStore()
         cache_store = given.cache_store or MemoryCacheStore(settings.cache.max_memory_items)
+    database = await open_database(settings, metrics)
+    stack.push_async_callback(database.close)
+    ledger = UsageLedger(database, settings.database.usage_flush_s, metrics)
+    stack.push_async_callback(_last_usage, ledger)
     counters = BufferedCounters(store)
     stack.push_async_callback(_last_counts, counters)
     cache = ResultCache(settings.cache, cache_store, counters, metrics)
@@ -124,11 +135,13 @@ async def build_services(
         store,
         Assigner(derive(settings.secret, "routing")),
         settings.routing.poll_s,
+        database,
     )
-    with contextlib.suppress(StateUnavailable):  # the watch loop catches up later
+    with contextlib.suppress(StateUnavailable, DatabaseUnavailable):  # the watch catches up
         await router.sync()
     routing_stats = RoutingStats(store, counters)
-    access = Access.build(settings, store, metrics)
+    access = Access.build(settings, store, database, metrics)
+    stack.push_async_callback(access.keys.write_last_used)
     return Services(
         settings=settings,
         metrics=metrics,
@@ -137,6 +150,9 @@ async def build_services(
         redis=redis,
         redis_guard=guard,
         store=store,
+        database=database,
+        audit=AuditLog(database),
+        ledger=ledger,
         counters=counters,
         cache=cache,
         router=router,
@@ -157,6 +173,8 @@ def start_background(services: Services, stack: AsyncExitStack) -> None:
     loops: tuple[Coroutine[Any, Any, None], ...] = (
         services.router.watch(),
         services.counters.run(),
+        services.ledger.run(),
+        _every(5.0, services.access.keys.write_last_used),
     )
     for loop in loops:
         stack.push_async_callback(_stop, asyncio.create_task(loop))
@@ -205,6 +223,17 @@ def _connect_redis(settings: Settings) -> Redis | None:
 async def _last_counts(counters: BufferedCounters) -> None:
     with contextlib.suppress(StateUnavailable):
         await counters.flush()  # this worker's last counts
+
+
+async def _every(interval_s: float, work: Callable[[], Awaitable[None]]) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        await work()
+
+
+async def _last_usage(ledger: UsageLedger) -> None:
+    with contextlib.suppress(DatabaseUnavailable):
+        await ledger.flush()  # this worker's last usage (SIGTERM)
 
 
 async def _stop(task: asyncio.Task[None]) -> None:

@@ -36,6 +36,14 @@ class RequestContext:
     head_as_get: bool = False
     # Headers a dependency decided on (rate limits), added to whatever response goes out.
     response_headers: dict[str, str] = field(default_factory=dict)
+    # Who asked (set once credentials are checked): the usage ledger counts against them.
+    subject: str | None = None
+    account: str | None = None
+    # What the request used, for the usage ledger (set by the services that know).
+    items: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cache_hits: int = 0
 
 
 def context(where: Scope | HTTPConnection) -> RequestContext:

@@ -8,7 +8,7 @@ request for nothing (seen in a py-spy profile of the predict route).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request, Security
@@ -20,6 +20,7 @@ from .cache.service import ResultCache
 from .catalog import Catalog
 from .container import Services, services_of
 from .context import context
+from .db.database import Database
 from .errors import Forbidden, PayloadTooLarge
 from .observability.metrics import Metrics
 from .routing.router import Router
@@ -72,6 +73,7 @@ RoutingStatsDep = Annotated[RoutingStats, Depends(_part("routing_stats"))]
 CacheDep = Annotated[ResultCache, Depends(_part("cache"))]
 InferenceDep = Annotated[InferenceService, Depends(_part("inference"))]
 GenerationDep = Annotated[GenerationService, Depends(_part("generation"))]
+DatabaseDep = Annotated[Database, Depends(_part("database"))]
 StartedDep = Annotated[bool, Depends(_started)]
 RequestIdDep = Annotated[str, Depends(_request_id)]
 
@@ -122,6 +124,8 @@ async def _principal(
     principal = await access.authenticator.authenticate(
         request.headers.get("authorization"), request.headers.get("x-api-key")
     )
+    found = context(request)
+    found.subject, found.account = principal.subject, principal.account
     return principal
 
 
@@ -138,6 +142,19 @@ async def _limited(request: Request, principal: PrincipalDep, access: AccessDep)
 
 
 LimitedDep = Annotated[Principal, Depends(_limited)]
+
+
+async def _key_slot(principal: LimitedDep, access: AccessDep) -> AsyncIterator[Principal]:
+    """One of the key's `max_concurrent` slots (ratelimit/concurrency.py), held until the
+    response has been sent, a stream to its last frame: FastAPI runs a yield dependency's
+    exit after the response in the default "request" scope (never scope="function": the
+    slot would end before the first frame). Taken after the rate limits: a request they
+    refuse takes no slot."""
+    async with access.limiter.slot(principal):
+        yield principal
+
+
+InFlightDep = Annotated[Principal, Depends(_key_slot)]
 
 
 async def _admin(principal: LimitedDep, metrics: MetricsDep) -> Principal:

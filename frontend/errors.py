@@ -90,6 +90,12 @@ class Forbidden(InfergateError):
     status, code = 403, "forbidden"
 
 
+class OutOfScope(Forbidden):
+    """An API key used outside its scopes (details name the scope and what it allows)."""
+
+    code = "out_of_scope"
+
+
 class Conflict(InfergateError):
     status, code = 409, "conflict"
 
@@ -187,6 +193,12 @@ class StateUnavailable(UpstreamUnavailable):
     per-process fallback, such as creating a key)."""
 
     code = "state_unavailable"
+
+
+class DatabaseUnavailable(UpstreamUnavailable):
+    """The system of record did not answer within its deadline (or is down)."""
+
+    code = "database_unavailable"
 
 
 class DeadlineExceeded(InfergateError):

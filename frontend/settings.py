@@ -87,6 +87,30 @@ class RedisSettings(BaseModel):
     max_connections: int = Field(256, ge=4, le=10_000)
 
 
+class DatabaseSettings(BaseModel):
+    """The system of record (accounts, keys, routing, audit, usage).
+
+    `url`: `postgresql+asyncpg://user:password@host/db` in production, or
+    `sqlite+aiosqlite:///path/infergate.db`. None: `serve` uses `.infergate/infergate.db`
+    outside prod (prod refuses to start without one); an app built without `serve` keeps
+    its records in an in-memory SQLite that ends with the process."""
+
+    url: SecretStr | None = None
+    pool_size: int = Field(10, ge=1, le=200)
+    max_overflow: int = Field(10, ge=0, le=500)
+    # The server cancels any statement running longer (PostgreSQL), and no call waits
+    # longer than `deadline_s` in all (connect, pool wait, statement) before 503.
+    statement_timeout_s: float = Field(2.0, gt=0, le=60)
+    deadline_s: float = Field(3.0, gt=0, le=60)
+    connect_timeout_s: float = Field(1.0, gt=0, le=30)
+    # Key and user records are held per worker this long (changes made through the API
+    # invalidate them at once, through Redis); with the database down, held records keep
+    # working for `auth.outage_cache_s`.
+    record_cache_s: float = Field(30.0, ge=0, le=3600)
+    # Usage ledger: counts are summed per worker and written this often (and at SIGTERM).
+    usage_flush_s: float = Field(1.0, gt=0, le=60)
+
+
 class LimitSettings(BaseModel):
     max_body_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
     max_json_depth: int = Field(64, ge=2, le=512)
@@ -168,8 +192,9 @@ class AuthSettings(BaseModel):
     # After a Redis failure, requests stop calling Redis and a background task pings it
     # this often until it answers (no request waits on a dead Redis but the first).
     redis_probe_s: float = Field(0.25, gt=0, le=60)
-    # Fail-open only: API keys and users seen within this many seconds keep working while
-    # Redis is down (revocations made during the outage cannot be seen).
+    # API keys and users this worker holds keep working this long while the database is
+    # down (new credentials get 503); fail-open, also while Redis is down (revocations
+    # made during a Redis outage reach the other workers within database.record_cache_s).
     outage_cache_s: float = Field(300.0, ge=0, le=86_400)
     # Login throttling (POST /v1/auth/token), all counted before the password is hashed
     # (frontend/auth/login_throttle.py). Per username + client address: a guesser is slowed
@@ -189,6 +214,8 @@ class AuthSettings(BaseModel):
     login_max_waiting: int = Field(8, ge=0, le=1024)
     # last-used time of a key is written at most this often per key and worker.
     last_used_interval_s: float = Field(60.0, ge=0, le=86_400)
+    # After POST /v1/keys/{id}/rotate, the old secret keeps working this long by default.
+    rotation_grace_s: int = Field(3600, ge=0, le=30 * 86_400)
 
     @field_validator("bootstrap_admin_key")
     @classmethod
@@ -327,6 +354,7 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     triton: TritonSettings = Field(default_factory=TritonSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     cors: CorsSettings = Field(default_factory=CorsSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)

@@ -10,4 +10,6 @@ one function that talks to it), and it imports none of the packages that use it,
 - `procs.process`: with_parent_death_signal, start, start_python, stop, exited
 - `procs.wait`: WaitError, wait_for, http_ok, wait_http
 - `procs.redis_server`: redis_server_command, start_redis, wait_redis
+- `procs.postgres_server`: start_postgres, wait_postgres, kill_postgres, stop_postgres,
+  simple_query
 """

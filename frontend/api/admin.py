@@ -1,18 +1,16 @@
-"""Admin routes (role admin; a user gets 403): keys, users, tiers, cache."""
+"""Admin routes (role admin; a user gets 403): keys, users, tiers."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from ..cache.service import ResultCache
-from ..deps import AccessDep, AdminDep, CacheDep, CatalogDep, SettingsDep
+from ..deps import AccessDep, AdminDep, CatalogDep, RequestIdDep, SettingsDep
 from ..schemas.access import (
-    CachePurged,
-    CacheSummary,
     KeyCreate,
     KeyCreated,
     KeyInfo,
     KeyList,
+    KeyRotate,
     KeyUpdate,
     TierList,
     UserCreate,
@@ -33,12 +31,22 @@ ERRORS = error_responses(401, 403, 404, 409, 422, 429, 503)
     response_model=KeyCreated,
     responses=ERRORS,
     summary="Create an API key; the secret is shown once (role: admin)",
+    description=(
+        "Optional: `expires_in_s`, `scopes` (models and inference routes it may use),"
+        " `limits` (its own requests/tokens per minute and concurrent requests, on top of"
+        " its account's tier) and `labels`."
+    ),
 )
 async def create_key(
-    body: KeyCreate, principal: AdminDep, access: AccessDep, settings: SettingsDep
+    body: KeyCreate,
+    principal: AdminDep,
+    access: AccessDep,
+    settings: SettingsDep,
+    catalog: CatalogDep,
+    request_id: RequestIdDep,
 ) -> object:
     return await service.create_key(
-        access, settings.auth, principal, body.name, body.user_id, body.role, body.tier
+        access, settings.auth, principal, request_id, body, catalog.names()
     )
 
 
@@ -55,21 +63,47 @@ async def list_keys(
     "/keys/{key_id}", response_model=KeyInfo, responses=ERRORS, summary="One key (role: admin)"
 )
 async def get_key(key_id: str, _: AdminDep, access: AccessDep) -> object:
-    record = await access.keys.get_owned(key_id, None)
-    return record.public(await access.keys.last_used(key_id))
+    return (await access.keys.get_owned(key_id, None)).public()
 
 
 @router.patch(
     "/keys/{key_id}",
     response_model=KeyInfo,
     responses=ERRORS,
-    summary="Change a key's tier (role: admin)",
+    summary="Change a key's tier, scopes, limits, labels or expiry; applies at once (role: admin)",
 )
 async def update_key(
-    key_id: str, body: KeyUpdate, _: AdminDep, access: AccessDep, settings: SettingsDep
+    key_id: str,
+    body: KeyUpdate,
+    principal: AdminDep,
+    access: AccessDep,
+    settings: SettingsDep,
+    catalog: CatalogDep,
+    request_id: RequestIdDep,
 ) -> object:
-    record = await access.keys.set_tier(key_id, service.check_tier(settings.auth, body.tier))
-    return record.public(await access.keys.last_used(key_id))
+    return await service.update_key(
+        access, settings.auth, principal, request_id, key_id, body, catalog.names()
+    )
+
+
+@router.post(
+    "/keys/{key_id}/rotate",
+    response_model=KeyCreated,
+    responses=ERRORS,
+    summary="Give a key a new secret; the old one works for a grace period (role: admin)",
+)
+async def rotate_key(
+    key_id: str,
+    principal: AdminDep,
+    access: AccessDep,
+    settings: SettingsDep,
+    request_id: RequestIdDep,
+    body: KeyRotate | None = None,
+) -> object:
+    grace = body.grace_s if body is not None else None
+    return await service.rotate_key(
+        access, settings.auth, principal, request_id, key_id, None, grace
+    )
 
 
 @router.delete(
@@ -78,9 +112,10 @@ async def update_key(
     responses=ERRORS,
     summary="Revoke a key; refused at once in every worker (role: admin)",
 )
-async def revoke_key(key_id: str, _: AdminDep, access: AccessDep) -> object:
-    record = await access.keys.revoke(key_id, None)
-    return record.public(await access.keys.last_used(key_id))
+async def revoke_key(
+    key_id: str, principal: AdminDep, access: AccessDep, request_id: RequestIdDep
+) -> object:
+    return await service.revoke_key(access, principal, request_id, key_id, None)
 
 
 @router.post(
@@ -91,11 +126,13 @@ async def revoke_key(key_id: str, _: AdminDep, access: AccessDep) -> object:
     summary="Create a user who logs in at /v1/auth/token (role: admin)",
 )
 async def create_user(
-    body: UserCreate, _: AdminDep, access: AccessDep, settings: SettingsDep
+    body: UserCreate,
+    principal: AdminDep,
+    access: AccessDep,
+    settings: SettingsDep,
+    request_id: RequestIdDep,
 ) -> object:
-    tier = service.check_tier(settings.auth, body.tier)
-    record = await access.users.create(body.username, body.password, body.role, tier)
-    return record.public()
+    return await service.create_user(access, settings.auth, principal, request_id, body)
 
 
 @router.get("/users", response_model=UserList, responses=ERRORS, summary="Users (role: admin)")
@@ -117,10 +154,14 @@ async def get_user(user_id: str, _: AdminDep, access: AccessDep) -> object:
     summary="Change a user's tier or disable them; applies at once (role: admin)",
 )
 async def update_user(
-    user_id: str, body: UserUpdate, _: AdminDep, access: AccessDep, settings: SettingsDep
+    user_id: str,
+    body: UserUpdate,
+    principal: AdminDep,
+    access: AccessDep,
+    settings: SettingsDep,
+    request_id: RequestIdDep,
 ) -> object:
-    tier = service.check_tier(settings.auth, body.tier) if body.tier is not None else None
-    return (await access.users.update(user_id, tier, body.disabled)).public()
+    return await service.update_user(access, settings.auth, principal, request_id, user_id, body)
 
 
 @router.get("/tiers", response_model=TierList, responses=ERRORS, summary="Tiers (role: admin)")
@@ -129,55 +170,3 @@ async def tiers(_: AdminDep, settings: SettingsDep) -> object:
         "default_tier": settings.auth.default_tier,
         "tiers": {k: v.model_dump() for k, v in settings.auth.tiers.items()},
     }
-
-
-@router.get(
-    "/cache",
-    response_model=CacheSummary,
-    responses=ERRORS,
-    summary="Cache hit rate, hits, misses and entries per model (role: admin)",
-)
-async def cache_summary(_: AdminDep, cache: CacheDep, catalog: CatalogDep) -> object:
-    return await cache.summary(catalog.names())
-
-
-async def _purge(cache: ResultCache, model: str | None, version: str | None) -> dict:
-    purged = await cache.store.purge(model, version)
-    return {"purged": purged, "model": model, "version": version}
-
-
-@router.delete(
-    "/cache",
-    response_model=CachePurged,
-    responses=ERRORS,
-    summary="Purge every cached answer (role: admin)",
-)
-async def cache_purge_all(_: AdminDep, cache: CacheDep) -> object:
-    return await _purge(cache, None, None)
-
-
-@router.delete(
-    "/cache/{model}",
-    response_model=CachePurged,
-    responses=ERRORS,
-    summary="Purge a model's cached answers, every version (role: admin)",
-)
-async def cache_purge_model(
-    model: str, _: AdminDep, cache: CacheDep, catalog: CatalogDep
-) -> object:
-    catalog.get(model)
-    return await _purge(cache, model, None)
-
-
-@router.delete(
-    "/cache/{model}/versions/{version}",
-    response_model=CachePurged,
-    responses=ERRORS,
-    summary="Purge one model version's cached answers (role: admin)",
-)
-async def cache_purge_version(
-    model: str, version: str, _: AdminDep, cache: CacheDep, catalog: CatalogDep
-) -> object:
-    # The resolved number, not the text: "02" purges version 2's entries.
-    resolved = catalog.resolve_version(catalog.get(model), version)
-    return await _purge(cache, model, str(resolved))

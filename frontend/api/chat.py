@@ -8,8 +8,16 @@ from typing import Any
 from fastapi import APIRouter, Request
 from sse_starlette import ServerSentEvent
 
+from ..auth import scopes
 from ..context import context
-from ..deps import GenerationBodyCap, GenerationDep, LimitedDep, RequestIdDep, SettingsDep
+from ..deps import (
+    CatalogDep,
+    GenerationBodyCap,
+    GenerationDep,
+    InFlightDep,
+    RequestIdDep,
+    SettingsDep,
+)
 from ..schemas.chat import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -20,6 +28,7 @@ from ..schemas.common import error_responses
 from ..services import openai_shapes
 from ..services.generation import Generation
 from ..sse import EventStream, with_error_event
+from .common import note_model
 
 router = APIRouter(prefix="/v1", tags=["generation"])
 
@@ -31,7 +40,7 @@ STREAM_DOC = (
 
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    **error_responses(400, 401, 404, 413, 422, 429, 503, 504),
+    **error_responses(400, 401, 403, 404, 413, 422, 429, 503, 504),
     200: {"content": {"text/event-stream": {}}, "description": STREAM_DOC},
 }
 
@@ -39,6 +48,10 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 def _answered_by(request: Request, g: Generation) -> None:
     ctx = context(request)  # named in the access log and the request metrics
     ctx.model, ctx.version = g.model, g.version
+    # The usage ledger: one item, and the tokens as the generation counts them (the
+    # counts are in the context before a stream's last frame leaves).
+    ctx.items = 1
+    g.report_to(ctx)
 
 
 def _stream(
@@ -56,13 +69,16 @@ def _stream(
     summary="OpenAI-compatible chat completion (any role; streams with `stream: true`)",
 )
 async def chat_completions(
-    caller: LimitedDep,
+    caller: InFlightDep,
     body: ChatCompletionRequest,
     request: Request,
     service: GenerationDep,
     settings: SettingsDep,
+    catalog: CatalogDep,
     request_id: RequestIdDep,
 ) -> ChatCompletionResponse | EventStream:
+    scopes.require(caller, route="chat", model=body.model)
+    note_model(request, catalog, body.model)
     g = await service.chat(body, caller, request_id)
     _answered_by(request, g)
     if not body.stream:
@@ -79,13 +95,16 @@ async def chat_completions(
     summary="OpenAI-compatible text completion of a raw prompt (any role)",
 )
 async def completions(
-    caller: LimitedDep,
+    caller: InFlightDep,
     body: CompletionRequest,
     request: Request,
     service: GenerationDep,
     settings: SettingsDep,
+    catalog: CatalogDep,
     request_id: RequestIdDep,
 ) -> CompletionResponse | EventStream:
+    scopes.require(caller, route="completions", model=body.model)
+    note_model(request, catalog, body.model)
     g = await service.complete(body, caller, request_id)
     _answered_by(request, g)
     if not body.stream:

@@ -6,6 +6,7 @@ from fastapi import Request
 from starlette.responses import Response
 
 from ..auth.principal import Principal
+from ..catalog import Catalog
 from ..context import context
 from ..errors import PreconditionFailed
 from ..observability.metrics import Metrics
@@ -28,6 +29,14 @@ def call_context(request: Request, caller: Principal, settings: Settings) -> Cal
     )
 
 
+def note_model(request: Request, catalog: Catalog, name: str) -> None:
+    """Name the model in the request's context as soon as it is known to be served, so that
+    a request that fails in Triton is still counted against it (access log, metrics, usage
+    ledger errors). Only catalog names: an unknown name must not make a new label or row."""
+    if name in catalog.models:
+        context(request).model = name
+
+
 def _etag_matches(if_none_match: str, etag: str) -> bool:
     tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
     return etag in tags
@@ -46,14 +55,17 @@ def _check_no_current_representation(request: Request) -> None:
 
 
 def answer_response(request: Request, answer: Answer, metrics: Metrics) -> Response:
-    """Tell the observe middleware what answered, count the batch, add the cache headers,
-    and respond (304 with no body when the caller already has this answer)."""
+    """Tell the observe middleware what answered and what it used (the usage ledger),
+    count the batch, add the cache headers, and respond (304 with no body when the
+    caller already has this answer)."""
     ctx = context(request)
     ctx.model, ctx.version, ctx.triton_seconds = (
         answer.model,
         answer.version,
         answer.triton_seconds,
     )
+    # Set before the precondition check: a 412 still used the model.
+    ctx.items, ctx.cache_hits = answer.items, answer.cache_hits
     _check_no_current_representation(request)
     metrics.batch_items.labels(answer.model).observe(answer.items)
     if answer.triton_seconds:

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from ..auth import scopes
 from ..deps import (
+    CatalogDep,
     InferenceDep,
-    LimitedDep,
+    InFlightDep,
     MetricsDep,
     ModelVersionHeader,
     RequestIdDep,
@@ -12,7 +14,7 @@ from ..deps import (
 )
 from ..schemas.common import error_responses
 from ..schemas.embeddings import EmbeddingRequest, EmbeddingResponse
-from .common import answer_response, call_context
+from .common import answer_response, call_context, note_model
 
 router = APIRouter(prefix="/v1", tags=["embeddings"])
 
@@ -20,19 +22,22 @@ router = APIRouter(prefix="/v1", tags=["embeddings"])
 @router.post(
     "/embeddings",
     response_model=EmbeddingResponse,
-    responses=error_responses(400, 401, 404, 413, 422, 429, 503, 504),
+    responses=error_responses(400, 401, 403, 404, 413, 422, 429, 503, 504),
     summary="OpenAI-compatible embeddings",
 )
 async def create_embeddings(
-    caller: LimitedDep,
+    caller: InFlightDep,
     body: EmbeddingRequest,
     request: Request,
     service: InferenceDep,
+    catalog: CatalogDep,
     request_id: RequestIdDep,
     settings: SettingsDep,
     metrics: MetricsDep,
     x_model_version: ModelVersionHeader = None,
 ) -> object:
+    scopes.require(caller, route="embeddings", model=body.model)
+    note_model(request, catalog, body.model)
     call = call_context(request, caller, settings)
     answer = await service.embed(body, x_model_version, request_id, call)
     return answer_response(request, answer, metrics)

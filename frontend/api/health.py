@@ -49,6 +49,7 @@ async def ready(services: ServicesDep) -> object:
             services.redis,
             # Fail-closed: without Redis nothing is served, so take this replica out.
             redis_required=settings.auth.redis_failure_policy == "closed",
+            database=services.database,
         )
 
     # Unauthenticated and unthrottled: a recent answer is reused (ReadinessCache).

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from ..auth import scopes
 from ..deps import CatalogDep, LimitedDep, RouterDep, TritonDep
 from ..schemas.common import error_responses
 from ..schemas.models import ModelInfo, ModelList
@@ -17,18 +18,21 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
     summary="Served models, versions and readiness",
 )
 async def list_models(
-    _caller: LimitedDep, catalog: CatalogDep, triton: TritonDep, routing: RouterDep
+    caller: LimitedDep, catalog: CatalogDep, triton: TritonDep, routing: RouterDep
 ) -> object:
-    return await service.list_models(catalog, triton, routing)
+    names = scopes.visible(caller, catalog.names())
+    return await service.list_models(catalog, triton, routing, names)
 
 
 @router.get(
     "/{model}",
     response_model=ModelInfo,
-    responses=error_responses(401, 404, 429),
+    responses=error_responses(401, 403, 404, 429),
     summary="One model: task, versions and their status, labels, limits",
 )
 async def get_model(
-    _caller: LimitedDep, model: str, catalog: CatalogDep, triton: TritonDep, routing: RouterDep
+    caller: LimitedDep, model: str, catalog: CatalogDep, triton: TritonDep, routing: RouterDep
 ) -> object:
+    if caller.models is not None and model in catalog.models:
+        scopes.require(caller, route=None, model=model)
     return await service.get_model(catalog, triton, routing, model)

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Path, Request
 
+from ..auth import scopes
 from ..deps import (
+    CatalogDep,
     InferenceDep,
-    LimitedDep,
+    InFlightDep,
     MetricsDep,
     ModelVersionHeader,
     RequestIdDep,
@@ -12,10 +14,10 @@ from ..deps import (
 )
 from ..schemas.common import error_responses
 from ..schemas.predict import PredictRequest, PredictResponse
-from .common import answer_response, call_context
+from .common import answer_response, call_context, note_model
 
 router = APIRouter(prefix="/v1/models", tags=["predict"])
-ERRORS = error_responses(400, 401, 404, 413, 422, 429, 503, 504)
+ERRORS = error_responses(400, 401, 403, 404, 413, 422, 429, 503, 504)
 ModelPath = Path(description="Model name, e.g. intent or sentiment", examples=["intent"])
 
 
@@ -26,16 +28,19 @@ ModelPath = Path(description="Model name, e.g. intent or sentiment", examples=["
     summary="Classify one text or a batch (default version, or X-Model-Version)",
 )
 async def predict(
-    caller: LimitedDep,
+    caller: InFlightDep,
     model: str,
     body: PredictRequest,
     request: Request,
     service: InferenceDep,
+    catalog: CatalogDep,
     request_id: RequestIdDep,
     settings: SettingsDep,
     metrics: MetricsDep,
     x_model_version: ModelVersionHeader = None,
 ) -> object:
+    scopes.require(caller, route="predict", model=model)
+    note_model(request, catalog, model)
     answer = await service.predict(
         model, x_model_version, body, request_id, call_context(request, caller, settings)
     )
@@ -49,16 +54,19 @@ async def predict(
     summary="Classify with an explicit model version",
 )
 async def predict_version(
-    caller: LimitedDep,
+    caller: InFlightDep,
     model: str,
     version: str,
     body: PredictRequest,
     request: Request,
     service: InferenceDep,
+    catalog: CatalogDep,
     request_id: RequestIdDep,
     settings: SettingsDep,
     metrics: MetricsDep,
 ) -> object:
+    scopes.require(caller, route="predict", model=model)
+    note_model(request, catalog, model)
     call = call_context(request, caller, settings)
     answer = await service.predict(model, version, body, request_id, call)
     return answer_response(request, answer, metrics)

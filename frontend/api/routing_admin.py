@@ -1,4 +1,5 @@
-"""Admin routes for routing (role admin): per-model routing, experiment summaries."""
+"""Admin routes for routing (role admin): per-model routing and its history, experiment
+summaries. Every change is recorded with who made it and in which request."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from ..deps import AdminDep, CatalogDep, RouterDep, RoutingStatsDep
+from ..deps import AdminDep, CatalogDep, RequestIdDep, RouterDep, RoutingStatsDep
 from ..errors import Conflict, NotFound
 from ..routing.config import ModelRouting
 from ..schemas.common import error_responses
+from ..schemas.routing import RoutingHistory
+from . import paging
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 ERRORS = error_responses(401, 403, 404, 409, 422, 429, 503)
@@ -66,11 +69,18 @@ async def get_model_routing(
     summary="Replace a model's routing; every worker applies it within a second (role: admin)",
 )
 async def put_model_routing(
-    model: str, body: ModelRouting, _: AdminDep, routing: RouterDep, catalog: CatalogDep
+    model: str,
+    body: ModelRouting,
+    principal: AdminDep,
+    routing: RouterDep,
+    catalog: CatalogDep,
+    request_id: RequestIdDep,
 ) -> object:
     catalog.get(model)
     try:
-        return await routing.set_model(model, body)
+        return await routing.set_model(
+            model, body, actor=principal.subject, request_id=request_id or None
+        )
     except ValueError as exc:  # well-formed, but names versions that cannot serve
         raise Conflict(str(exc)) from None
 
@@ -82,10 +92,35 @@ async def put_model_routing(
     summary="Back to the routing file's defaults for this model (role: admin)",
 )
 async def reset_model_routing(
-    model: str, _: AdminDep, routing: RouterDep, catalog: CatalogDep
+    model: str,
+    principal: AdminDep,
+    routing: RouterDep,
+    catalog: CatalogDep,
+    request_id: RequestIdDep,
 ) -> object:
     catalog.get(model)
-    return await routing.set_model(model, None)
+    return await routing.set_model(
+        model, None, actor=principal.subject, request_id=request_id or None
+    )
+
+
+@router.get(
+    "/routing/{model}/history",
+    response_model=RoutingHistory,
+    responses=ERRORS,
+    summary="A model's routing changes, newest first: who, when, in which request, the "
+    "routing before and after (null: the routing file's defaults) (role: admin)",
+)
+async def model_routing_history(
+    model: str,
+    _: AdminDep,
+    routing: RouterDep,
+    limit: paging.Limit = 50,
+    cursor: paging.Cursor = None,
+) -> object:
+    rows = await routing.history(model, limit=limit + 1, before=paging.before(cursor))
+    shown, next_cursor = paging.page(rows, limit)
+    return {"model": model, "data": shown, "next_cursor": next_cursor}
 
 
 @router.get(

@@ -5,14 +5,13 @@ marks an API key; anything else after Bearer is read as a JWT."""
 
 from __future__ import annotations
 
-from ..errors import StateUnavailable, Unauthorized
+from ..errors import DatabaseUnavailable, StateUnavailable, Unauthorized
 from ..observability.metrics import Metrics
 from ..settings import AuthSettings
 from .keys import ApiKeys
 from .principal import Principal
 from .secrets import derive, keyed_hash, same
 from .tokens import Tokens
-from .users import Users
 
 ANONYMOUS_ADMIN = Principal("anonymous", "anonymous", "admin", "unlimited", "anonymous")
 
@@ -23,13 +22,11 @@ class Authenticator:
         settings: AuthSettings,
         secret_key: str,
         keys: ApiKeys,
-        users: Users,
         tokens: Tokens,
         metrics: Metrics,
     ) -> None:
         self._enabled = settings.enabled
         self._keys = keys
-        self._users = users
         self._tokens = tokens
         self._metrics = metrics
         self._bootstrap_hash_key = derive(secret_key, "bootstrap-key")
@@ -67,6 +64,9 @@ class Authenticator:
         except StateUnavailable:
             self._metrics.auth_failures.labels("state_unavailable").inc()
             raise
+        except DatabaseUnavailable:
+            self._metrics.auth_failures.labels("database_unavailable").inc()
+            raise
 
     async def _resolve(self, presented: str) -> Principal:
         if self._bootstrap_digest is not None and same(
@@ -74,19 +74,12 @@ class Authenticator:
         ):
             return self._bootstrap
         if presented.startswith("ig_"):
-            record = await self._keys.authenticate(presented)
-            if record is None:
-                raise Unauthorized()
-            if record.parent_id is not None:
+            bundle = await self._keys.authenticate(presented)
+            key = bundle.key
+            if bundle.parent is not None:
                 # Minted by a standalone key: that key's account, tier and liveness.
-                parent = await self._keys.live_parent(record)
-                if parent is None:
-                    raise Unauthorized()
-                return record.principal(parent.tier)
-            if not record.owner.startswith("user:"):
-                return record.principal()
-            user = await self._users.for_auth(record.owner.removeprefix("user:"))
-            if user is None or user.disabled:
-                raise Unauthorized()
-            return record.principal(user.tier)
+                return key.principal(bundle.parent.tier)
+            if bundle.user is not None:
+                return key.principal(bundle.user.tier)
+            return key.principal()
         return await self._tokens.authenticate(presented)

@@ -1,187 +1,326 @@
-"""API keys: `ig_live_<id>_<secret>`, shown once, stored only as HMAC-SHA256 under a key
-derived from the server secret, compared in constant time, looked up by id.
+"""API keys: `ig_live_<id>_<secret>`, shown once, stored in SQL only as HMAC-SHA256 under a
+key derived from the server secret, compared in constant time, looked up by id.
 
-Records live in the state store as JSON under `key:<id>`; `keys` and `keys:owner:<owner>`
-index them; `key_used:<id>` holds the last-used time apart from the record so that the
-hot path never rewrites it."""
+A key may expire (`expires_at`), be limited to some models and routes (`scopes`), carry
+its own limits on top of its account's tier (`limits`) and free-form `labels`; rotation
+gives it a new secret while the old one stays valid for a grace period.
+
+Authentication reads no SQL on the hot path: the key (with its owner or parent) is held
+per worker and invalidated through the state store on every change (frontend/auth/
+held.py). Last-used times are collected per worker and written every few seconds."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import secrets as pysecrets
 import time
-from dataclasses import asdict, dataclass
+from typing import Any
 
-import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..errors import NotFound, StateUnavailable
+from ..db import accounts, audit
+from ..db.database import Database
+from ..db.tables import ApiKeyRow
+from ..errors import DatabaseUnavailable, NotFound, StateUnavailable, Unauthorized
 from ..state.store import StateStore
-from .outage import OutageCache
-from .principal import Principal, Role
-from .secrets import derive, keyed_hash, same
+from .held import UNKNOWN, HeldRecords
+from .key_record import KeyBundle, KeyRecord
+from .principal import Role
+from .secrets import derive, keyed_hash
+from .users import UserRecord
 
 log = logging.getLogger("infergate.auth")
 KEY_RE = re.compile(r"^(ig_live|ig_test)_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 
 
-@dataclass(slots=True)
-class KeyRecord:
-    id: str
-    name: str
-    owner: str
-    role: Role
-    tier: str
-    created_at: float
-    created_by: str
-    digest: str
-    revoked_at: float | None = None
-
-    def public(self, last_used_at: float | None = None) -> dict:
-        data = asdict(self)
-        del data["digest"]
-        data["prefix"] = f"{self.id}"
-        data["last_used_at"] = last_used_at
-        return data
-
-    @property
-    def parent_id(self) -> str | None:
-        """The key whose account this one shares: set for a key minted through /v1/keys by
-        a standalone key (owner `key:<parent>`), None for a standalone or a user's key."""
-        if self.owner.startswith("key:") and self.owner != f"key:{self.id}":
-            return self.owner.removeprefix("key:")
-        return None
-
-    def principal(self, account_tier: str | None = None) -> Principal:
-        """A user's key acts as the user, and a key minted by a standalone key acts as that
-        key: the owner's tier, limits and quota (`account_tier` is the owner's tier), so
-        minting keys never multiplies anyone's limits."""
-        if account_tier is not None and (self.owner.startswith("user:") or self.parent_id):
-            return Principal(
-                f"key:{self.id}", "api_key", self.role, account_tier, self.owner, account=self.owner
-            )
-        return Principal(f"key:{self.id}", "api_key", self.role, self.tier, self.owner)
-
-
 class ApiKeys:
     def __init__(
         self,
+        db: Database,
         store: StateStore,
         secret_key: str,
         prefix: str,
-        outage_cache_s: float,
+        *,
+        held_s: float,
+        outage_s: float,
         last_used_interval_s: float,
-        fail_open: bool,
     ) -> None:
-        self._store = store
+        self._db = db
         self._hash_key = derive(secret_key, "api-key-hash")
         self._prefix = prefix
+        self.held: HeldRecords[KeyBundle] = HeldRecords(store, "key", held_s, outage_s)
         self._last_used_interval_s = last_used_interval_s
-        self._seen: OutageCache[KeyRecord] = OutageCache(fail_open, outage_cache_s)
-        self._touched: dict[str, float] = {}
+        self._touched: dict[str, float] = {}  # key id -> last time this worker wrote it
+        self._used: dict[str, float] = {}  # key id -> last use, not yet written
 
     def digest(self, key: str) -> str:
         return keyed_hash(self._hash_key, key)
 
+    def _new_secret(self, key_id: str) -> str:
+        return f"{self._prefix}_{key_id}_{pysecrets.token_urlsafe(32)}"
+
+    # --- writes (each with its audit entry, in one transaction) ------------------------
+
     async def create(
-        self, name: str, owner: str | None, role: Role, tier: str, created_by: str
+        self,
+        name: str,
+        owner: str | None,
+        role: Role,
+        tier: str,
+        *,
+        actor: str,
+        request_id: str | None,
+        expires_at: float | None = None,
+        scopes: dict[str, Any] | None = None,
+        limits: dict[str, Any] | None = None,
+        labels: dict[str, Any] | None = None,
     ) -> tuple[KeyRecord, str]:
         key_id = pysecrets.token_hex(8)
-        key = f"{self._prefix}_{key_id}_{pysecrets.token_urlsafe(32)}"
-        record = KeyRecord(
+        key = self._new_secret(key_id)
+        now = time.time()
+        row = ApiKeyRow(
             id=key_id,
             name=name,
             owner=owner or f"key:{key_id}",
             role=role,
             tier=tier,
-            created_at=time.time(),
-            created_by=created_by,
+            created_at=now,
+            created_by=actor,
             digest=self.digest(key),
+            expires_at=expires_at,
+            scopes=scopes,
+            limits=limits,
+            labels=labels or {},
         )
-        await self._save(record)
-        await self._store.add_member("keys", key_id)
-        await self._store.add_member(f"keys:owner:{record.owner}", key_id)
+
+        async def write(session: AsyncSession) -> KeyRecord:
+            session.add(row)
+            audit.add(
+                session,
+                actor=actor,
+                action="key.create",
+                target=f"key:{key_id}",
+                request_id=request_id,
+                details={"owner": row.owner, "role": role, "tier": tier, "name": name},
+            )
+            return KeyRecord.of(row)
+
+        record = await self._db.run("key.create", write)
         log.info("api key created", extra={"key_id": key_id, "role": role, "tier": tier})
         return record, key
 
-    async def _save(self, record: KeyRecord) -> None:
-        await self._store.put(f"key:{record.id}", orjson.dumps(asdict(record)))
+    async def _change(
+        self,
+        key_id: str,
+        owner: str | None,
+        action: str,
+        values: dict[str, Any] | None,
+        *,
+        actor: str,
+        request_id: str | None,
+        bump_children: bool = False,
+    ) -> KeyRecord:
+        """Apply `values` to a key (404 when absent or not the owner's), audit it, then
+        invalidate every worker's held copy (and its children's when asked)."""
+
+        async def write(session: AsyncSession) -> tuple[KeyRecord, list[str]]:
+            row = await accounts.key(session, key_id)
+            if row is None or (owner is not None and not _owns(row, owner)):
+                raise NotFound(f"no API key {key_id}")
+            changed = accounts.changes(row, values or {})
+            details = {k: v for k, v in changed.items() if k not in ("digest", "previous_digest")}
+            if changed or values is None:
+                audit.add(
+                    session,
+                    actor=actor,
+                    action=action,
+                    target=f"key:{key_id}",
+                    request_id=request_id,
+                    details=details,
+                )
+            children = await accounts.key_ids_owned_by(session, f"key:{key_id}")
+            return KeyRecord.of(row), children if bump_children else []
+
+        record, children = await self._db.run(action, write)
+        await self._invalidate([key_id, *children])
+        return record
+
+    async def invalidate(self, key_ids: list[str]) -> None:
+        await self._invalidate(key_ids)
+
+    async def _invalidate(self, key_ids: list[str]) -> None:
+        try:
+            await self.held.bump(key_ids)
+        except StateUnavailable:
+            log.warning("key change not broadcast: shared state down", extra={"keys": len(key_ids)})
+
+    async def revoke(
+        self, key_id: str, owner: str | None, *, actor: str, request_id: str | None
+    ) -> KeyRecord:
+        current = await self.get_owned(key_id, owner)
+        values = {"revoked_at": current.revoked_at or time.time()}
+        record = await self._change(
+            key_id,
+            owner,
+            "key.revoke",
+            values,
+            actor=actor,
+            request_id=request_id,
+            bump_children=True,
+        )
+        log.info("api key revoked", extra={"key_id": key_id})
+        return record
+
+    async def update(
+        self, key_id: str, values: dict[str, Any], *, actor: str, request_id: str | None
+    ) -> KeyRecord:
+        return await self._change(
+            key_id,
+            None,
+            "key.update",
+            values,
+            actor=actor,
+            request_id=request_id,
+            bump_children=True,
+        )
+
+    async def rotate(
+        self,
+        key_id: str,
+        owner: str | None,
+        grace_s: int,
+        *,
+        actor: str,
+        request_id: str | None,
+    ) -> tuple[KeyRecord, str]:
+        """A new secret; the current one keeps working for `grace_s` (0: refused at once).
+        A second rotation inside the grace period ends the oldest secret at once."""
+        current = await self.get_owned(key_id, owner)
+        if current.revoked_at is not None:
+            raise NotFound(f"no live API key {key_id}")
+        key = self._new_secret(key_id)
+        now = time.time()
+        values = {
+            "digest": self.digest(key),
+            "previous_digest": current.digest if grace_s > 0 else None,
+            "previous_valid_until": now + grace_s if grace_s > 0 else None,
+            "rotated_at": now,
+        }
+        record = await self._change(
+            key_id, owner, "key.rotate", values, actor=actor, request_id=request_id
+        )
+        return record, key
+
+    # --- reads -------------------------------------------------------------------------
 
     async def get(self, key_id: str) -> KeyRecord | None:
-        raw = await self._store.get(f"key:{key_id}")
-        return KeyRecord(**orjson.loads(raw)) if raw else None
+        row = await self._db.run("key.get", lambda s: accounts.key(s, key_id))
+        return KeyRecord.of(row) if row is not None else None
 
     async def get_owned(self, key_id: str, owner: str | None) -> KeyRecord:
         """The record, or 404 when it does not exist or belongs to someone else."""
-        record = await self.get(key_id)
-        if record is None or (owner is not None and record.owner != owner):
+        row = await self._db.run("key.get", lambda s: accounts.key(s, key_id))
+        if row is None or (owner is not None and not _owns(row, owner)):
             raise NotFound(f"no API key {key_id}")
+        return self._seen_use(KeyRecord.of(row))
+
+    async def listing(self, owner: str | None) -> list[dict[str, Any]]:
+        rows = await self._db.run("key.list", lambda s: accounts.keys(s, owner))
+        return [self._seen_use(KeyRecord.of(r)).public() for r in rows]
+
+    def _seen_use(self, record: KeyRecord) -> KeyRecord:
+        """With this worker's use not yet written (other workers' within seconds)."""
+        pending = self._used.get(record.id)
+        if pending is not None and (record.last_used_at or 0) < pending:
+            record.last_used_at = pending
         return record
 
-    async def listing(self, owner: str | None) -> list[dict]:
-        ids = sorted(await self._store.members("keys" if owner is None else f"keys:owner:{owner}"))
-        raws = await self._store.get_many([f"key:{i}" for i in ids])
-        used = await self._store.get_many([f"key_used:{i}" for i in ids])
-        records = [KeyRecord(**orjson.loads(r)) for r in raws if r]
-        last = {i: float(u) for i, u in zip(ids, used, strict=True) if u}
-        return [r.public(last.get(r.id)) for r in sorted(records, key=lambda r: r.created_at)]
+    # --- the hot path ------------------------------------------------------------------
 
-    async def revoke(self, key_id: str, owner: str | None) -> KeyRecord:
-        record = await self.get_owned(key_id, owner)
-        if record.revoked_at is None:
-            record.revoked_at = time.time()
-            await self._save(record)
-            log.info("api key revoked", extra={"key_id": key_id})
-        self._seen.forget(key_id)
-        return record
-
-    async def set_tier(self, key_id: str, tier: str) -> KeyRecord:
-        record = await self.get_owned(key_id, None)
-        record.tier = tier
-        await self._save(record)
-        return record
-
-    async def live_parent(self, record: KeyRecord) -> KeyRecord | None:
-        """The key `record` was minted by, if it is still live (revoking a key ends its
-        children too). Redis down: as `authenticate`, the record this worker last saw."""
-        assert record.parent_id is not None
-        try:
-            parent = await self.get(record.parent_id)
-        except StateUnavailable:
-            parent = self._seen.recall(record.parent_id)
-        if parent is None or parent.revoked_at is not None:
-            return None
-        self._seen.remember(parent.id, parent)
-        return parent
-
-    async def last_used(self, key_id: str) -> float | None:
-        raw = await self._store.get(f"key_used:{key_id}")
-        return float(raw) if raw else None
-
-    async def authenticate(self, presented: str) -> KeyRecord | None:
-        """The live record whose digest matches, or None. Revocation is read from the store
-        on every request, so a revoked key fails at once in every worker."""
+    async def authenticate(self, presented: str) -> KeyBundle:
+        """The live key whose digest matches, with its owner; Unauthorized otherwise."""
         match = KEY_RE.match(presented)
         if match is None:
-            return None
+            raise Unauthorized()
         key_id = match.group(2)
-        try:
-            record = await self.get(key_id)
-        except StateUnavailable:
-            record = self._seen.recall(key_id)
-        if record is None or not same(record.digest, self.digest(presented)):
-            return None
-        if record.revoked_at is not None:
-            return None
-        self._seen.remember(key_id, record)
-        await self._touch(key_id)
-        return record
+        bundle = await self._bundle(key_id)
+        now = time.time()
+        key = bundle.key
+        if not key.matches(self.digest(presented), now):
+            raise Unauthorized()
+        if key.revoked_at is not None:
+            raise Unauthorized()
+        if key.expires_at is not None and now >= key.expires_at:
+            raise Unauthorized("this API key has expired")
+        if bundle.parent is not None and not bundle.parent.live(now):
+            raise Unauthorized()  # revoking (or expiring) a key ends the keys it minted
+        if key.owner.startswith("user:") and (bundle.user is None or bundle.user.disabled):
+            raise Unauthorized()
+        self._note_use(key_id, now)
+        return bundle
 
-    async def _touch(self, key_id: str) -> None:
-        now = time.monotonic()
-        if now - self._touched.get(key_id, -1e9) < self._last_used_interval_s:
+    async def _bundle(self, key_id: str) -> KeyBundle:
+        held = self.held.get(key_id)
+        try:
+            [marker] = await self.held.markers([key_id])
+        except StateUnavailable:
+            marker = UNKNOWN
+        if marker != UNKNOWN and self.held.fresh(held, marker):
+            assert held is not None
+            return held.record
+        try:
+            bundle = await self._db.run("key.auth", lambda s: _load_bundle(s, key_id))
+        except DatabaseUnavailable:
+            # Held keys keep working through a database outage; new ones get 503. A
+            # marker that moved means a change we cannot read: not used.
+            if self.usable_in_outage(held, marker):
+                assert held is not None
+                return held.record
+            raise
+        if bundle is None:
+            raise Unauthorized()
+        self.held.keep(key_id, bundle, marker)
+        return bundle
+
+    def usable_in_outage(self, held: Any, marker: bytes | None) -> bool:
+        return self.held.usable_in_outage(held) and (marker == UNKNOWN or held.marker == marker)
+
+    def _note_use(self, key_id: str, now: float) -> None:
+        if now - self._touched.get(key_id, -1e12) >= self._last_used_interval_s:
+            # The first use since the last write: what the listings show stays put until
+            # the next write (within `last_used_interval_s` of it).
+            self._used.setdefault(key_id, round(now, 3))
+
+    async def write_last_used(self) -> None:
+        """This worker's last-used times since the last write (informational: a failed
+        write is retried with the next ones)."""
+        used, self._used = self._used, {}
+        if not used:
             return
-        self._touched[key_id] = now
-        with contextlib.suppress(StateUnavailable):  # last-used time is informational
-            await self._store.put(f"key_used:{key_id}", str(round(time.time(), 3)).encode())
+        try:
+            await self._db.run("key.last_used", lambda s: accounts.touch_keys(s, used))
+        except DatabaseUnavailable:
+            for key_id, at in used.items():
+                self._used[key_id] = max(at, self._used.get(key_id, 0.0))
+            return
+        self._touched.update(used)
+
+
+def _owns(row: ApiKeyRow, owner: str) -> bool:
+    return row.owner == owner
+
+
+async def _load_bundle(session: AsyncSession, key_id: str) -> KeyBundle | None:
+    row = await accounts.key(session, key_id)
+    if row is None:
+        return None
+    key = KeyRecord.of(row)
+    user = parent = None
+    if key.owner.startswith("user:"):
+        user_row = await accounts.user(session, key.owner.removeprefix("user:"))
+        user = UserRecord.of(user_row) if user_row is not None else None
+    elif key.parent_id is not None:
+        parent_row = await accounts.key(session, key.parent_id)
+        parent = KeyRecord.of(parent_row) if parent_row is not None else None
+    return KeyBundle(key, user, parent)

@@ -24,6 +24,7 @@ from ..errors import StateUnavailable, Unauthorized
 from ..observability.logging import fingerprint
 from ..settings import JwtSettings
 from ..state.store import StateStore
+from .held import UNKNOWN
 from .jwt_keys import ALGORITHM, SigningKeys
 from .principal import Principal
 from .users import UserRecord, Users
@@ -61,12 +62,18 @@ class TokenPair:
 
 class Tokens:
     def __init__(
-        self, settings: JwtSettings, keys: SigningKeys, store: StateStore, users: Users
+        self,
+        settings: JwtSettings,
+        keys: SigningKeys,
+        store: StateStore,
+        users: Users,
+        fail_open: bool = True,
     ) -> None:
         self._settings = settings
         self._keys = keys
         self._store = store
         self._users = users
+        self._fail_open = fail_open
 
     def _encode(self, user: UserRecord, kind: str, family: str, ttl: int) -> str:
         now = int(time.time())
@@ -123,21 +130,23 @@ class Tokens:
     async def authenticate(self, token: str) -> Principal:
         claims = self.decode(token, "access")
         try:
-            user_raw, revoked, family_revoked = await self._store.get_many(
-                [
-                    f"user:{claims['sub']}",
-                    f"revoked:{claims['jti']}",
-                    f"family_revoked:{claims['fam']}",
-                ]
+            held = self._users.held
+            names = [f"revoked:{claims['jti']}", f"family_revoked:{claims['fam']}"]
+            revoked, family_revoked, *markers = await self._store.get_many(
+                [*names, *held.names([claims["sub"]])]
             )
-            user = Users.parse(user_raw)
+            [marker] = await held.combine(markers)
         except StateUnavailable:
-            # Fail-open: a valid signature and a user this worker saw recently; revocations
-            # made during the outage cannot be seen (documented). Fail-closed: 503.
-            user, revoked, family_revoked = self._users.during_outage(claims["sub"]), None, None
-        if revoked or family_revoked or user is None or user.disabled:
+            if not self._fail_open:
+                raise
+            # Fail-open: a valid signature and the user from SQL (or as this worker last
+            # saw them); revocations made during the outage cannot be seen (documented).
+            revoked, family_revoked, marker = None, None, UNKNOWN
+        if revoked or family_revoked:
             raise Unauthorized()
-        self._users.remember(user)
+        user = await self._users.for_auth(claims["sub"], marker)
+        if user is None or user.disabled:
+            raise Unauthorized()
         # Role and tier come from the user record, so an admin's change applies at once.
         return user.principal(claims["jti"], claims["fam"])
 

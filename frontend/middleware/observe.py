@@ -5,12 +5,19 @@ context), never the body; the path and the query string are logged decoded (the 
 `%40` and `+` read as `@` and space), so that the PII masks that every log field goes
 through see what a reader would. `request_id` is always ours; a client's own id is
 `client_request_id`.
+
+It is also where the usage ledger counts a request: at its end (for a stream, after the
+last frame), when it reached a model (the context names one) and has a caller. The
+counting is one dict update in this process (frontend/usage/ledger.py writes the sums
+behind the hot path); the ledger comes from `ledger_of(scope)` (the app passes its way to
+the container, which sits above the middlewares), None before start-up.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from urllib.parse import unquote_plus
 
 from starlette.datastructures import MutableHeaders
@@ -21,15 +28,20 @@ from ..errors import InfergateError
 from ..observability.logging import fingerprint
 from ..observability.metrics import Metrics
 from ..responses import send_error
+from ..usage.ledger import UsageLedger
 
 access_log = logging.getLogger("infergate.access")
 error_log = logging.getLogger("infergate.error")
 
 
+LedgerOf = Callable[[Scope], UsageLedger | None]
+
+
 class ObserveMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, ledger_of: LedgerOf | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.ledger_of = ledger_of
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -39,9 +51,15 @@ class ObserveMiddleware:
         ctx = context(scope)
         status = 500
         response_started = False
+        counted = False
 
         async def send_observed(message: Message) -> None:
-            nonlocal status, response_started
+            nonlocal status, response_started, counted
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                # Counted before the last byte leaves: once a client has its answer, the
+                # ledger of this worker has it too (a stream's counts are final by then).
+                counted = True
+                self._count_usage(scope, ctx, status)
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
@@ -66,6 +84,26 @@ class ObserveMiddleware:
             if not response_started and ctx.client_disconnected:
                 status = 499  # the client left before the answer (nginx's convention)
             self._record(scope, ctx, status, time.perf_counter() - started)
+            if not counted:  # no answer went out (the client left, or the app failed)
+                self._count_usage(scope, ctx, status)
+
+    def _count_usage(self, scope: Scope, ctx: RequestContext, status: int) -> None:
+        if not ctx.model or ctx.subject is None or self.ledger_of is None:
+            return
+        ledger = self.ledger_of(scope)
+        if ledger is None:
+            return
+        ledger.add(
+            ctx.subject,
+            ctx.account or ctx.subject,
+            ctx.model,
+            ctx.version,
+            items=ctx.items,
+            prompt_tokens=ctx.prompt_tokens,
+            completion_tokens=ctx.completion_tokens,
+            cache_hits=ctx.cache_hits,
+            errors=int(status >= 400),
+        )
 
     def _record(self, scope: Scope, ctx: RequestContext, status: int, seconds: float) -> None:
         route = getattr(scope.get("route"), "path", None) or "unmatched"

@@ -89,6 +89,31 @@ class Metrics:
             ["operation", "error"],
             registry=r,
         )
+        self.database_up = Gauge(
+            "infergate_database_up",
+            "1 while this worker reaches the database, 0 after a failed call (until one succeeds)",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.database_up.set(1)
+        self.database_errors = Counter(
+            "infergate_database_errors",
+            "Database calls that failed or were skipped during the cool-down after a failure",
+            ["operation", "error"],
+            registry=r,
+        )
+        self.ledger_pending = Gauge(
+            "infergate_usage_ledger_pending_rows",
+            "Usage-ledger rows counted in this worker and not yet written to the database",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.ledger_dropped = Counter(
+            "infergate_usage_ledger_dropped_rows",
+            "Usage-ledger rows dropped unwritten: the database stayed unreachable for longer "
+            "than this worker's pending rows can hold (the oldest minutes go first)",
+            registry=r,
+        )
         self.ratelimit = Counter(
             "infergate_ratelimit_decisions",
             "Rate-limit decisions: allowed, limited, or taken by the per-process fallback "

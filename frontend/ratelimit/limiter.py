@@ -8,6 +8,16 @@ moving window stamps entries with the worker's clock. Our Lua script does all wi
 one round trip on the Redis server's clock, all or nothing. `limits` still parses the
 tier notation.
 
+An API key with its own `requests_per_minute` (KeyLimits) adds a 60 s window keyed on
+the key to the same script call, so the key's window and its account's tier windows are
+counted all or nothing together: a request the key's window refuses uses none of the
+tier's, and the other way round. The headers describe every window counted: the
+RateLimit-Policy lists the tier's windows then `"key.minute";q=<rpm>;w=60`, RateLimit
+gives each one's remaining, and X-RateLimit-* the tightest of all (key's included).
+
+The key's concurrent requests (`max_concurrent`) are slots, not windows: `slot()` here,
+concurrency.py.
+
 Redis unreachable: policy "open" counts in a per-process store (limits then hold per
 worker), "closed" answers 503. Either way the request never waits on Redis for longer
 than the guard's deadline, and the next call after the cool-down tries Redis again."""
@@ -15,6 +25,7 @@ than the guard's deadline, and the next call after the cool-down tries Redis aga
 from __future__ import annotations
 
 import math
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from ..auth.principal import Principal
@@ -23,7 +34,8 @@ from ..observability.metrics import Metrics
 from ..settings import Tier
 from ..state.memory import MemoryStore
 from ..state.store import StateStore, Window, WindowHit
-from .policy import WindowSpec, window_specs
+from .concurrency import ConcurrencyLimiter
+from .policy import WindowSpec, key_minute_spec, window_specs
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,20 +55,34 @@ class RateLimiter:
         self._local = MemoryStore()
         self._fail_open = fail_open
         self._metrics = metrics
+        self.concurrency = ConcurrencyLimiter(store, fail_open, metrics)
 
     def specs(self, tier: str) -> tuple[WindowSpec, ...]:
         return self._specs.get(tier, ())
 
-    @staticmethod
-    def _windows(principal: Principal, specs: tuple[WindowSpec, ...]) -> list[Window]:
-        return [Window(f"rl:{principal.account}:{s.seconds}", s.limit, s.seconds) for s in specs]
+    def slot(self, principal: Principal) -> AbstractAsyncContextManager[None]:
+        """Hold one of the key's `max_concurrent` slots (a no-op without that limit)."""
+        return self.concurrency.slot(principal)
+
+    def _windows(self, principal: Principal) -> tuple[tuple[WindowSpec, ...], list[Window]]:
+        """The tier's windows for the account, then the key's own minute, if it has one."""
+        specs = self.specs(principal.tier)
+        windows = [Window(f"rl:{principal.account}:{s.seconds}", s.limit, s.seconds) for s in specs]
+        rpm = principal.limits.requests_per_minute if principal.limits else None
+        if rpm is not None:
+            key = principal.key_id or principal.subject
+            # Not `rl:key:<id>`: that is already a standalone key's own tier window (its
+            # account is `key:<id>`), and one Redis key counted twice in a call breaks it.
+            spec = key_minute_spec(rpm)
+            specs = (*specs, spec)
+            windows.append(Window(f"rl:keyrpm:{key}:{spec.seconds}", rpm, spec.seconds))
+        return specs, windows
 
     async def check(self, principal: Principal, cost: int = 1) -> dict[str, str]:
         """Count one request; the headers to send, or RateLimited with them."""
-        specs = self.specs(principal.tier)
+        specs, windows = self._windows(principal)
         if not specs:
             return {}
-        windows = self._windows(principal, specs)
         local = False
         try:
             hit = await self._store.hit_windows(windows, cost)
@@ -72,16 +98,15 @@ class RateLimiter:
             self._metrics.ratelimit.labels("limited" + suffix).inc()
             full = [s for s in states if s.used + cost > s.spec.limit]
             retry_after = max(s.reset_s for s in full) if full else 1
-            names = ", ".join(s.spec.name for s in full)
+            names = ", ".join(s.spec.described for s in full)
             raise RateLimited(f"rate limit exceeded ({names})", max(1, retry_after), headers)
         self._metrics.ratelimit.labels("allowed" + suffix).inc()
         return headers
 
     async def usage(self, principal: Principal) -> list[WindowState]:
-        specs = self.specs(principal.tier)
+        specs, windows = self._windows(principal)
         if not specs:
             return []
-        windows = self._windows(principal, specs)
         try:
             hit = await self._store.peek_windows(windows)
         except StateUnavailable:

@@ -26,6 +26,7 @@ def _integral_float(value: Any) -> Any:
 
 
 _WHOLE = BeforeValidator(_integral_float)
+WHOLE = _WHOLE  # for bounded integer aliases: Annotated[int, Field(ge=.., le=..), WHOLE]
 Integer = Annotated[int, _WHOLE]
 # Optional fields take their bounds here, before the validator: a Field(ge=1) on
 # `Integer | None` would reach the served OpenAPI as "ge" instead of "minimum".

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from ..auth.principal import Principal
 from ..catalog import Catalog
+from ..context import RequestContext
 from ..errors import BadRequest, InfergateError, PromptTooLong
 from ..observability.metrics import Metrics
 from ..ratelimit.quota import Reservation, TokenQuota
@@ -42,12 +43,20 @@ class Generation:
     reservation: Reservation | None = None
     completion_tokens: int = 0
     finish_reason: str = ""
+    # The request's context, told the token counts as they grow (the usage ledger reads
+    # them when the request ends, after a stream's last frame, or a client that left).
+    usage_to: RequestContext | None = None
     _closed: bool = False
     _outcome: str = field(default="disconnected")
 
     @property
     def version(self) -> str:
         return self.stream.version
+
+    def report_to(self, ctx: RequestContext) -> None:
+        """Keep `ctx`'s token counts equal to this generation's, from now to its end."""
+        self.usage_to = ctx
+        ctx.prompt_tokens, ctx.completion_tokens = self.prompt_tokens, self.completion_tokens
 
     async def updates(self) -> AsyncIterator[GenerationStep]:
         """Token responses then the final one; raises InfergateError mid-stream."""
@@ -68,6 +77,8 @@ class Generation:
                         metrics.inter_token.labels(model).observe((now - last) / new)
                     last = now
                     self.completion_tokens = update.completion_tokens
+                    if self.usage_to is not None:
+                        self.usage_to.completion_tokens = update.completion_tokens
                 if update.finish_reason:
                     self.finish_reason = update.finish_reason
                     self._outcome = update.finish_reason

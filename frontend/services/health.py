@@ -23,13 +23,21 @@ async def _timed(check: Any) -> tuple[bool, float, str | None]:
     return ok, round((time.perf_counter() - started) * 1000, 2), detail
 
 
+async def _answered(call: Awaitable[None]) -> bool:
+    await call
+    return True
+
+
 async def readiness(
     triton: TritonClient,
     catalog: Catalog,
     required: list[str],
     redis: Any = None,
     redis_required: bool = False,
+    database: Any = None,
 ) -> tuple[int, dict[str, Any]]:
+    """The database is never required: with it down, held keys keep being served (new
+    credentials get 503), so the replica stays in rotation as "degraded"."""
     names = catalog.names()
     required_set = set(required or names)
     checks = {"triton": triton.server_ready()}
@@ -37,6 +45,8 @@ async def readiness(
         checks[f"model:{name}"] = triton.model_ready(name)
     if redis is not None:
         checks["redis"] = redis.ping()
+    if database is not None:
+        checks["database"] = _answered(database.ping())
     results = await asyncio.gather(*(_timed(c) for c in checks.values()))
     components: dict[str, dict[str, Any]] = {}
     for key, (ok, latency, detail) in zip(checks, results, strict=True):

@@ -56,13 +56,15 @@ def describe(
     }
 
 
-async def list_models(catalog: Catalog, triton: TritonClient, router: Router) -> dict[str, Any]:
+async def list_models(
+    catalog: Catalog, triton: TritonClient, router: Router, names: list[str] | None = None
+) -> dict[str, Any]:
+    """Every served model, or only `names` (what the caller's key may use)."""
     states = _version_states(await triton.repository_index())
+    listed = catalog.names() if names is None else names
     return {
         "object": "list",
-        "data": [
-            describe(catalog.models[n], states, False, router.table[n]) for n in catalog.names()
-        ],
+        "data": [describe(catalog.models[n], states, False, router.table[n]) for n in listed],
     }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from .store import DailyReservation, Window, WindowHit
+from .store import DailyReservation, SlotClaim, Window, WindowHit, WindowReservation
 
 DAY = 86_400
 SWEEP_MIN = 4096
@@ -20,6 +20,7 @@ class MemoryStore:
         self._sets: dict[str, set[str]] = {}
         self._counters: dict[str, tuple[int, float]] = {}  # key -> (count, expires monotonic)
         self._hashes: dict[str, dict[str, int]] = {}
+        self._slots: dict[str, dict[str, float]] = {}  # key -> holder -> lease end (monotonic)
         # Expired values and windows are dropped in a sweep once the maps have doubled since
         # the last one (amortised O(1) per write): a flood of one-off keys (login attempts
         # from many addresses) must not grow memory without bound, as Redis' TTLs ensure.
@@ -33,6 +34,7 @@ class MemoryStore:
             k: item for k, item in self._values.items() if item[1] is None or item[1] > now
         }
         self._counters = {k: item for k, item in self._counters.items() if item[1] > now}
+        self._slots = {k: live for k in self._slots if (live := self._live_slots(k, now))}
         self._sweep_at = max(SWEEP_MIN, 2 * (len(self._values) + len(self._counters)))
 
     async def ping(self) -> None:
@@ -119,6 +121,72 @@ class MemoryStore:
     async def daily_used(self, key: str) -> tuple[int, int]:
         day_key, reset = self._day(key)
         return int(self._live(day_key) or 0), reset
+
+    @staticmethod
+    def _aligned(key: str, seconds: int, now: float) -> tuple[str, float]:
+        index = int(now // seconds)
+        return f"{key}:{seconds}:{index}", (index + 1) * seconds
+
+    async def reserve_window(
+        self, key: str, amount: int, limit: int | None, seconds: int
+    ) -> WindowReservation:
+        now = time.monotonic()
+        window_key, ends = self._aligned(key, seconds, now)
+        used, _ = self._counters.get(window_key, (0, ends))
+        reset_ms = max(0, int((ends - now) * 1000))
+        if limit is not None and used + amount > limit:
+            return WindowReservation(False, used, reset_ms, window_key)
+        used += amount
+        self._counters[window_key] = (used, ends)
+        self._sweep_if_due()
+        return WindowReservation(True, used, reset_ms, window_key)
+
+    async def adjust_window(self, window_key: str, delta: int) -> None:
+        item = self._counters.get(window_key)
+        if item is None or time.monotonic() >= item[1]:
+            return  # the window has ended: its successor owes nothing to this one
+        self._counters[window_key] = (max(0, item[0] + delta), item[1])
+
+    async def window_used(self, key: str, seconds: int) -> tuple[int, int]:
+        now = time.monotonic()
+        window_key, ends = self._aligned(key, seconds, now)
+        used, _ = self._counters.get(window_key, (0, ends))
+        return used, max(0, int((ends - now) * 1000))
+
+    def _live_slots(self, key: str, now: float) -> dict[str, float]:
+        holders = self._slots.get(key, {})
+        return {h: ends for h, ends in holders.items() if ends > now}
+
+    async def acquire_slot(self, key: str, holder: str, limit: int, lease_ms: int) -> SlotClaim:
+        now = time.monotonic()
+        holders = self._live_slots(key, now)
+        if len(holders) >= limit:
+            self._slots[key] = holders
+            return SlotClaim(False, len(holders))
+        holders[holder] = now + lease_ms / 1000
+        self._slots[key] = holders
+        return SlotClaim(True, len(holders))
+
+    async def renew_slot(self, key: str, holder: str, lease_ms: int) -> bool:
+        now = time.monotonic()
+        holders = self._live_slots(key, now)
+        if holder not in holders:
+            if holders:
+                self._slots[key] = holders
+            else:
+                self._slots.pop(key, None)
+            return False
+        self._slots[key] = holders
+        holders[holder] = now + lease_ms / 1000
+        return True
+
+    async def release_slot(self, key: str, holder: str) -> None:
+        holders = self._slots.get(key)
+        if holders is None:
+            return
+        holders.pop(holder, None)
+        if not holders:
+            del self._slots[key]  # one entry per key in flight, not per key ever seen
 
     async def add_fields(self, key: str, increments: dict[str, int]) -> None:
         target = self._hashes.setdefault(key, {})

@@ -34,6 +34,25 @@ class DailyReservation:
     day_key: str  # where the reservation was counted: settle against the same day
 
 
+@dataclass(frozen=True, slots=True)
+class WindowReservation:
+    """An amount counted in a fixed window aligned to the store's clock (minute n runs
+    from n*60 s to (n+1)*60 s): the key's tokens per minute."""
+
+    allowed: bool
+    used: int  # counted in this window, including this reservation when allowed
+    reset_ms: int  # milliseconds until the window ends
+    window_key: str  # the window it was counted in: adjust that one, never its successor
+
+
+@dataclass(frozen=True, slots=True)
+class SlotClaim:
+    """One concurrency slot asked for: granted or not, and how many are held now."""
+
+    allowed: bool
+    held: int  # live slots under the key, including this one when allowed
+
+
 class StateStore(Protocol):
     async def ping(self) -> None: ...
 
@@ -64,6 +83,33 @@ class StateStore(Protocol):
     async def daily_used(self, key: str) -> tuple[int, int]:
         """(used today, seconds until the day ends)."""
         ...
+
+    async def reserve_window(
+        self, key: str, amount: int, limit: int | None, seconds: int
+    ) -> WindowReservation:
+        """Add `amount` to the current `seconds`-long window under `key` unless it would
+        pass `limit` (None: count only)."""
+        ...
+
+    async def adjust_window(self, window_key: str, delta: int) -> None:
+        """Add `delta` to a window `reserve_window` counted in, if it has not ended yet;
+        the count never goes below 0."""
+        ...
+
+    async def window_used(self, key: str, seconds: int) -> tuple[int, int]:
+        """(counted in the current window, milliseconds until it ends)."""
+        ...
+
+    async def acquire_slot(self, key: str, holder: str, limit: int, lease_ms: int) -> SlotClaim:
+        """Take one of `limit` slots under `key` for `holder`, leased for `lease_ms`: a
+        lease not renewed in time is dropped (a crashed worker's slots come back)."""
+        ...
+
+    async def renew_slot(self, key: str, holder: str, lease_ms: int) -> bool:
+        """Extend `holder`'s lease; False when it was already dropped (not re-taken)."""
+        ...
+
+    async def release_slot(self, key: str, holder: str) -> None: ...
 
     async def add_fields(self, key: str, increments: dict[str, int]) -> None:
         """Add to integer fields of a hash (counters that several workers share)."""

@@ -215,3 +215,84 @@ def http(frontend: LiveFrontend):
 
     with httpx.Client(base_url=frontend.url, timeout=60, headers=ADMIN) as client:
         yield client
+
+
+class PostgresServer:
+    """A private PostgreSQL on a free port (its own cluster in a fresh directory; see
+    procs/postgres_server.py for running as root), killable with SIGKILL and restartable
+    on the same port and data by the tests that need the database to fail."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        # Not under pytest's base temp: that is 0700 root, and when the tests run as root
+        # the server runs as another account that must be able to enter its directory.
+        self.workdir = Path(tempfile.mkdtemp(prefix="infergate-postgres-"))
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> PostgresServer:
+        from procs.postgres_server import find_binary, start_postgres
+
+        if find_binary("initdb") is None or find_binary("postgres") is None:
+            pytest.fail("PostgreSQL is not installed (.ci/run installs it)")
+        self.proc, _ = start_postgres(self.workdir, self.port)
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """A crash (kill -9 of the server and its backends); `start()` brings it back."""
+        from procs.postgres_server import kill_postgres
+
+        if self.proc is not None:
+            kill_postgres(self.proc)
+
+    def stop(self) -> None:
+        from procs.postgres_server import stop_postgres
+
+        if self.proc is not None:
+            stop_postgres(self.proc)
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+asyncpg://infergate@127.0.0.1:{self.port}/{database}"
+
+    def execute(self, sql: str, database: str = "postgres") -> list[tuple]:
+        from procs.postgres_server import simple_query
+
+        return simple_query(self.port, sql, database=database)
+
+    def create_database(self) -> str:
+        """A new empty database (its name)."""
+        name = f"t_{secrets.token_hex(6)}"
+        self.execute(f'CREATE DATABASE "{name}"')
+        return name
+
+    def drop_database(self, name: str) -> None:
+        if self.running:
+            self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database for one test, on each engine: a new SQLite file, or a new
+    database on the session's private PostgreSQL (started only when a test asks)."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'infergate.db'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    if not server.running:  # a test that killed it and failed before restarting it
+        server.start()
+    name = server.create_database()
+    yield server.url(name)
+    server.drop_database(name)

@@ -1,7 +1,8 @@
 """Access-control promises that only real Redis can hold (the session's redis-server; no
 Triton): the rate-limit Lua script counts every window at once, all or nothing, and the
-revocations live in Redis with the TTL the docs give. The rest of these promises are held
-in process by tests/unit/test_access_claims.py."""
+revocations live in Redis with the TTL the docs give (the users they belong to in SQL, on
+each engine). The rest of these promises are held in process by
+tests/unit/test_access_claims.py."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from frontend.auth.jwt_keys import SigningKeys
 from frontend.auth.passwords import Passwords
 from frontend.auth.tokens import Tokens
 from frontend.auth.users import Users
+from frontend.db.database import Database
+from frontend.db.migrate import upgrade
 from frontend.observability.metrics import Metrics
-from frontend.settings import JwtSettings
+from frontend.settings import DatabaseSettings, JwtSettings
 from frontend.state.guard import RedisGuard
 from frontend.state.redis_store import PREFIX, RedisStore
 from frontend.state.store import Window
@@ -72,7 +75,7 @@ def test_the_redis_window_script_is_all_or_nothing(redis_server):
         client.close()
 
 
-def test_revocations_live_in_redis_with_their_ttl(redis_server):
+def test_revocations_live_in_redis_with_their_ttl(redis_server, database_url):
     """Logout and refresh-token reuse write `revoked:<jti>` for an access token's life and
     `family_revoked:<family>` for a refresh token's, each plus the leeway; a used refresh
     token's marker for its remaining life (plus the leeway)."""
@@ -87,10 +90,14 @@ def test_revocations_live_in_redis_with_their_ttl(redis_server):
 
     async def scenario() -> None:
         store = _store(redis_server)
+        database = Database(database_url, DatabaseSettings(), Metrics())
         try:
-            users = Users(store, Passwords())
+            await upgrade(database.engine)
+            users = Users(database, store, Passwords(), held_s=30, outage_s=300)
             tokens = Tokens(settings, SigningKeys(settings, TEST_SECRET), store, users)
-            user = await users.create(name, "a long enough passphrase", "user", "free")
+            user = await users.create(
+                name, "a long enough passphrase", "user", "free", actor="test", request_id=None
+            )
             first = tokens.issue(user)
             second = await tokens.refresh(first.refresh_token)
             principal = await tokens.authenticate(second.access_token)
@@ -100,6 +107,7 @@ def test_revocations_live_in_redis_with_their_ttl(redis_server):
             keys["family"] = f"family_revoked:{principal.family}"
         finally:
             await store.close()
+            await database.close()
 
     asyncio.run(scenario())
     client = redis_server.client()

@@ -77,6 +77,9 @@ def test_readme_auth_walkthrough_works_as_written(frontend):
     assert "HTTP/1.1 200" in out and '"label":"positive"' in out
     assert 'ratelimit-policy: "pro.minute";q=100;w=60, "pro.day";q=10000;w=86400' in out.lower()
     assert '"tier":"pro"' in out and '"requests":[' in out  # /v1/usage
+    assert '"ledger":{' in out and '"group_by":"model"' in out  # /v1/usage?group_by=model
+    assert '"scopes":{"models":["intent"]' in out and '"requests_per_minute":60' in out
+    assert '"previous_valid_until":' in out and '"action":"key.rotate"' in out  # audit
     assert out.count('"access_token"') == 1  # the refresh answer (login went to a variable)
     assert out.rstrip().endswith("204")
 

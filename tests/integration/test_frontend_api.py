@@ -197,8 +197,10 @@ def test_health(http):
         "model:sentiment",
         "model:embed",
         "model:chat",
+        "database",
     }
     assert all(c["status"] == "up" and c["latency_ms"] >= 0 for c in body["components"].values())
+    assert body["components"]["database"]["required"] is False  # down: "degraded", not out
 
 
 def test_request_id_is_echoed_and_passed_on(http):

@@ -55,8 +55,13 @@ def _sentiment_only(repository: Path, into: Path, **config_changes) -> Path:
     return into
 
 
-def _serve(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
-    """`python -m frontend serve` in a subprocess on a free port, once it is ready."""
+def _serve(
+    *args: str, database: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
+    """`python -m frontend serve` in a subprocess on a free port, once it is ready; its
+    records in a SQLite file in `database` (a test's own directory, never the
+    checkout's `.infergate/`)."""
+    database.mkdir(parents=True, exist_ok=True)
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "frontend", "serve", "--port", str(port), *args],
@@ -66,6 +71,7 @@ def _serve(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Po
             "INFERGATE_ENVIRONMENT": "test",
             "INFERGATE_SECRET_KEY": TEST_SECRET,
             "INFERGATE_AUTH__BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
+            "INFERGATE_DATABASE__URL": f"sqlite+aiosqlite:///{database / 'infergate.db'}",
             **(env or {}),
         },
         stdout=subprocess.DEVNULL,
@@ -258,6 +264,8 @@ def test_metrics_add_up_across_workers(triton, repository, tmp_path, redis_serve
         triton.grpc_url,
         "--repository",
         str(repository),
+        # Not beside the metrics: prometheus_client reads every *.db file there as its own.
+        database=tmp_path / "database",
         env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "INFERGATE_REDIS__URL": redis_server.url},
     )
     try:
@@ -380,12 +388,14 @@ def _disconnect_cancels(frontend: LiveFrontend, triton) -> None:
     http.close()
 
 
-def test_sigterm_finishes_in_flight_and_refuses_new(triton, repository):
+def test_sigterm_finishes_in_flight_and_refuses_new(triton, repository, tmp_path):
     """docs/reliability.md, "frontend SIGTERM": SIGTERM under load, in-flight requests complete, new
     ones are refused."""
     import signal
 
-    proc, url = _serve("--triton-url", triton.grpc_url, "--repository", str(repository))
+    proc, url = _serve(
+        "--triton-url", triton.grpc_url, "--repository", str(repository), database=tmp_path
+    )
     try:
 
         def slow(n: int) -> int:
@@ -436,6 +446,7 @@ def test_sigterm_to_the_stack_stops_embedded_triton_too(repository, tmp_path):
         str(free_port()),
         "--triton-metrics-port",
         str(free_port()),
+        database=tmp_path,
     )
     try:
         assert port_in_use("127.0.0.1", grpc_port)

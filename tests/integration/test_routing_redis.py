@@ -1,6 +1,7 @@
-"""Routing across real worker processes sharing a private Redis: an admin change reaches
-every worker within a second, and sticky assignments agree between workers, with the
-assignment computed offline, and after a restart. Real Triton answers."""
+"""Routing across real worker processes sharing a private Redis and one database: an admin
+change reaches every worker within a second (stored in SQL, announced through Redis),
+and sticky assignments agree between workers, with the assignment computed offline, and
+after a restart. Real Triton answers."""
 
 from __future__ import annotations
 
@@ -103,7 +104,7 @@ def test_admin_change_reaches_every_worker_within_a_second_and_stays_sticky(
         workers = Workers(triton, repository, redis, tmp_path / "again")
         assert {s: version_for(workers.url, s) for s in subjects} == expected
         listed = httpx.get(workers.url + "/v1/admin/routing/intent", headers=ADMIN).json()
-        assert listed["experiment"]["name"] == "lr-vs-svc"  # kept in Redis over the restart
+        assert listed["experiment"]["name"] == "lr-vs-svc"  # kept in SQL over the restart
     finally:
         workers.stop()
         redis.kill()

@@ -247,6 +247,8 @@ def stack(repository, tmp_path):
                 "INFERGATE_ENVIRONMENT": "test",
                 "INFERGATE_SECRET_KEY": TEST_SECRET,
                 "INFERGATE_AUTH__BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
+                # Its own records, never the checkout's `.infergate/`.
+                "INFERGATE_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path / 'infergate.db'}",
             },
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -31,13 +31,15 @@ PREDICT = "/v1/models/intent/versions/1/predict"
 
 
 @pytest.fixture(scope="module")
-def served(triton, repository: Path) -> Iterator[int]:
+def served(triton, repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     port = free_port()
+    database = tmp_path_factory.mktemp("slow-clients") / "infergate.db"
     env = {
         **os.environ,
         "INFERGATE_ENVIRONMENT": "test",
         "INFERGATE_SECRET_KEY": TEST_SECRET,
         "INFERGATE_AUTH__BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
+        "INFERGATE_DATABASE__URL": f"sqlite+aiosqlite:///{database}",  # never `.infergate/`
         "INFERGATE_SERVER__HEADER_TIMEOUT_S": str(DEADLINE_S),
         "INFERGATE_SERVER__BODY_TIMEOUT_S": str(DEADLINE_S),
         "INFERGATE_SERVER__KEEP_ALIVE_S": str(DEADLINE_S),

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 import argon2
 import jwt
 import pytest
+import sqlalchemy
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
@@ -27,6 +28,7 @@ from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from frontend import __main__ as cli
+from frontend import breaker as breaker_module
 from frontend.access import Access
 from frontend.app import create_app
 from frontend.auth.jwt_keys import SigningKeys
@@ -35,12 +37,20 @@ from frontend.auth.password_policy import MAX_CHARS, common_passwords, weakness
 from frontend.auth.passwords import Passwords
 from frontend.auth.principal import Principal
 from frontend.container import ServiceOverrides, open_services, services_of
+from frontend.db.startup import open_database
+from frontend.db.tables import ApiKeyRow, UserRow
 from frontend.errors import Overloaded, QuotaExceeded, RateLimited, StateUnavailable, Unauthorized
 from frontend.observability.metrics import Metrics
 from frontend.ratelimit.limiter import RateLimiter
 from frontend.ratelimit.quota import TokenQuota
-from frontend.settings import AuthSettings, JwtSettings, Settings, Tier, TritonSettings
-from frontend.state import guard as guard_module
+from frontend.settings import (
+    AuthSettings,
+    DatabaseSettings,
+    JwtSettings,
+    Settings,
+    Tier,
+    TritonSettings,
+)
 from frontend.state.memory import MemoryStore
 from frontend.state.store import Window, WindowHit
 from frontend.triton.client import TritonClient
@@ -297,26 +307,41 @@ def test_token_quota_429_carries_the_rate_limit_headers(tmp_path, stream):
 # --- access-control › API keys ------------------------------------------------------------
 
 
+def _row(client: TestClient, table: type, row_id: str):
+    """One row of the app's database (the system of record), read as the app reads it."""
+    services = services_of(client.app)
+    assert services is not None
+    return client.portal.call(services.database.run, "test.read", lambda s: s.get(table, row_id))
+
+
+def _shared_database(tmp_path) -> DatabaseSettings:
+    """One database file for several apps (several workers or replicas of one install)."""
+    return DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path}/shared.db")
+
+
 def test_key_hash_is_hmac_sha256_under_a_key_derived_from_the_secret(tmp_path):
-    store = MemoryStore()
-    ours = _client(tmp_path / "a", FakeTriton(), store=store, secret_key=SECRET)
-    theirs = _client(tmp_path / "b", FakeTriton(), store=store, secret_key=OTHER_SECRET)
+    store, database = MemoryStore(), _shared_database(tmp_path)
+    ours = _client(tmp_path / "a", FakeTriton(), store=store, database=database, secret_key=SECRET)
+    theirs = _client(
+        tmp_path / "b", FakeTriton(), store=store, database=database, secret_key=OTHER_SECRET
+    )
     try:
         created = new_key(ours)
         key = created["key"]
-        raw = ours.portal.call(store.get, f"key:{created['id']}")
-        assert raw is not None
-        stored = raw.decode()
+        row = _row(ours, ApiKeyRow, created["id"])
+        assert row is not None
+        stored = json.dumps({c.name: getattr(row, c.name) for c in ApiKeyRow.__table__.columns})
         assert key not in stored and key[-43:] not in stored
-        digest = json.loads(stored)["digest"]
+        digest = row.digest
         # Computed here from the documented recipe, not with the product's helpers.
         hash_key = hmac.new(SECRET.encode(), b"infergate:api-key-hash", hashlib.sha256).digest()
         assert digest == hmac.new(hash_key, key.encode(), hashlib.sha256).hexdigest()
         # Keyed by a derived key: neither a plain hash nor an HMAC under the secret itself.
         assert digest != hashlib.sha256(key.encode()).hexdigest()
         assert digest != hmac.new(SECRET.encode(), key.encode(), hashlib.sha256).hexdigest()
-        # So the same record is no use under another server secret.
+        # So the same row is no use under another server secret (the other app reads it).
         assert ours.get("/v1/models", headers=as_key(key)).status_code == 200
+        assert _row(theirs, ApiKeyRow, created["id"]) is not None
         assert theirs.get("/v1/models", headers=as_key(key)).status_code == 401
     finally:
         ours.__exit__(None, None, None)
@@ -343,20 +368,47 @@ class CountingStore(MemoryStore):
         return await super().members(key)
 
 
+# Reads the background loops make on their own (the routing watch polls its marker).
+BACKGROUND_READS = {("get", "routing:changed")}
+BACKGROUND_TABLES = ("routing", "usage_ledger")
+
+
 def test_a_key_is_looked_up_by_id_in_one_read(tmp_path):
+    """A key this worker holds costs one state-store read (its generation marker, by id)
+    and no SQL at all: never a listing or a scan of the other keys, never a database
+    round trip on the hot path."""
     store = CountingStore()
     client = _client(tmp_path, FakeTriton(), store=store)  # last-used: once a minute
+    services = services_of(client.app)
+    assert services is not None
+    statements: list[str] = []
+
+    def noted(_conn, _cursor, statement, _params, _context, _many) -> None:
+        statements.append(statement)
+
+    engine = services.database.engine.sync_engine
+    sqlalchemy.event.listen(engine, "before_cursor_execute", noted)
     try:
         keys = [new_key(client, tier="pro") for _ in range(25)]
         chosen = keys[12]
+        statements.clear()
+        # The first use loads the key from SQL, by its id ...
         assert client.get("/v1/models", headers=as_key(chosen["key"])).status_code == 200
+        loads = [s for s in statements if "FROM api_keys" in s]
+        assert len(loads) == 1 and "WHERE api_keys.id = " in loads[0], loads
+        client.portal.call(services.access.keys.write_last_used)  # its last use, written
         for _ in range(3):
             store.reads.clear()
+            statements.clear()
             r = client.get("/v1/models", headers=as_key(chosen["key"]))
             assert r.status_code == 200
-            # One read, by the key's id: never a listing or a scan of the 25 keys.
-            assert store.reads == [("get", f"key:{chosen['id']}")]
+            # ... then it is held: one read of its marker, and not one SQL statement.
+            reads = [read for read in store.reads if read not in BACKGROUND_READS]
+            assert reads == [("get_many", (f"gen:key:{chosen['id']}", "gen:epoch"))]
+            ours = [s for s in statements if not any(t in s for t in BACKGROUND_TABLES)]
+            assert ours == [], ours
     finally:
+        sqlalchemy.event.remove(engine, "before_cursor_execute", noted)
         client.__exit__(None, None, None)
 
 
@@ -426,11 +478,12 @@ def test_a_jwt_missing_a_required_claim_is_refused(gateway, claim):
 
 def test_the_derived_jwt_key_is_the_same_in_every_worker(tmp_path):
     """No signing keys configured: two apps (two workers, or two replicas) with the same
-    server secret and shared state accept each other's tokens; another secret does not."""
-    store = MemoryStore()
-    first = _client(tmp_path / "1", FakeTriton(), store=store, secret_key=SECRET)
-    second = _client(tmp_path / "2", FakeTriton(), store=store, secret_key=SECRET)
-    stranger = _client(tmp_path / "3", FakeTriton(), store=store, secret_key=OTHER_SECRET)
+    server secret, shared state and one database accept each other's tokens; another
+    secret does not."""
+    shared = {"store": MemoryStore(), "database": _shared_database(tmp_path)}
+    first = _client(tmp_path / "1", FakeTriton(), secret_key=SECRET, **shared)
+    second = _client(tmp_path / "2", FakeTriton(), secret_key=SECRET, **shared)
+    stranger = _client(tmp_path / "3", FakeTriton(), secret_key=OTHER_SECRET, **shared)
     try:
         new_user(first, "ada")
         from_first = login(first, "ada")
@@ -700,7 +753,7 @@ def test_a_hung_redis_is_probed_every_quarter_second_and_the_outage_logged_once(
         **{name: getattr(asyncio, name) for name in dir(asyncio) if not name.startswith("__")}
     )
     fake_asyncio.sleep = recorded_sleep
-    monkeypatch.setattr(guard_module, "asyncio", fake_asyncio)
+    monkeypatch.setattr(breaker_module, "asyncio", fake_asyncio)  # the guard's breaker
     lines = LogLines()
     logger = logging.getLogger("infergate.redis")
     logger.addHandler(lines)
@@ -871,10 +924,9 @@ def test_the_login_counters_hold_keyed_hashes_never_a_name_or_an_address():
 
 def test_password_hashes_are_argon2id_with_64_mib(gateway):
     user = new_user(gateway, "eve")
-    store = _access(gateway).store
-    raw = gateway.portal.call(store.get, f"user:{user['id']}")
-    assert raw is not None
-    stored = json.loads(raw)["password_hash"]
+    row = _row(gateway, UserRow, user["id"])  # the users table, the system of record
+    assert row is not None
+    stored = row.password_hash
     params = argon2.extract_parameters(stored)
     assert params.type is argon2.Type.ID
     assert params.memory_cost == 64 * 1024  # KiB: 64 MiB
@@ -897,12 +949,20 @@ def test_hashing_runs_2_at_a_time_8_wait_per_lane_and_admin_work_goes_first(tmp_
     settings = Settings(
         environment="test", triton=TritonSettings(model_repository=tmp_path), auth=auth
     )
-    access = Access.build(settings, MemoryStore(), Metrics())  # as the app builds it
-    passwords: Passwords = access.users._passwords
-    hasher = GatedHashes()
-    passwords._hasher = hasher  # type: ignore[assignment]
 
     async def run() -> None:
+        metrics = Metrics()
+        database = await open_database(settings, metrics)  # in memory: no URL configured
+        access = Access.build(settings, MemoryStore(), database, metrics)  # as the app does
+        passwords: Passwords = access.users._passwords
+        hasher = GatedHashes()
+        passwords._hasher = hasher  # type: ignore[assignment]
+        try:
+            await scenario(access, passwords, hasher)
+        finally:
+            await database.close()
+
+    async def scenario(access: Access, passwords: Passwords, hasher: GatedHashes) -> None:
         running = [asyncio.create_task(passwords.verify("h", f"r{i}")) for i in range(2)]
         await _until(lambda: len(hasher.seen) == 2, "two hashes running")
         waiting = [asyncio.create_task(passwords.verify("h", f"w{i}")) for i in range(8)]
@@ -914,7 +974,9 @@ def test_hashing_runs_2_at_a_time_8_wait_per_lane_and_admin_work_goes_first(tmp_
         # An admin creating a user (and an owner from a known client) queue in the other
         # lane, after all of them ...
         admin = asyncio.create_task(
-            access.users.create("newcomer", "correct horse battery", "user", "free")
+            access.users.create(
+                "newcomer", "correct horse battery", "user", "free", actor="test", request_id=None
+            )
         )
         owner = asyncio.create_task(passwords.verify("h", "owner", priority=True))
         await _until(lambda: passwords.slots.waiting(0) == 2, "the priority lane")

@@ -11,14 +11,18 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 import frontend
 from frontend.app import create_app
 from frontend.container import ServiceOverrides, Services, open_services, services_of
+from frontend.db.database import Database
+from frontend.db.tables import UsageRow
 from frontend.observability.metrics import Metrics
-from frontend.settings import Settings, TritonSettings
+from frontend.settings import DatabaseSettings, Settings, TritonSettings
 from frontend.state.memory import MemoryStore
 from frontend.triton.client import TritonClient
+from frontend.usage.ledger import UsageLedger
 
 from .cards import write_cards
 from .test_frontend_errors import FakeTriton
@@ -80,11 +84,36 @@ class JournalStore(MemoryStore):
         await super().add_fields(key, increments)
 
 
-def _settings(tmp_path: Path) -> Settings:
+def _settings(tmp_path: Path, **overrides) -> Settings:
     return Settings(
         environment="test",
         triton=TritonSettings(model_repository=write_cards(tmp_path / "repo")),
+        **overrides,
     )
+
+
+def _journaled_flush(ledger: UsageLedger, journal: Journal) -> None:
+    """Notes each write of the usage ledger (the container's last one included)."""
+    flush = ledger.flush
+
+    async def noted() -> int:
+        journal.note("usage flushed")
+        return await flush()
+
+    ledger.flush = noted  # type: ignore[method-assign]
+
+
+async def _usage_rows(url: str) -> list[tuple]:
+    db = Database(url, DatabaseSettings(), Metrics())
+    try:
+
+        async def read(session) -> list[tuple]:
+            rows = (await session.execute(select(UsageRow))).scalars()
+            return [(r.subject, r.model, r.requests, r.items) for r in rows]
+
+        return await db.run("read", read)
+    finally:
+        await db.close()
 
 
 def _parts(settings: Settings, journal: Journal, store: MemoryStore) -> ServiceOverrides:
@@ -96,7 +125,10 @@ def _parts(settings: Settings, journal: Journal, store: MemoryStore) -> ServiceO
 
 
 def test_shutdown_stops_the_loops_then_writes_the_counts_then_closes_in_reverse(tmp_path):
-    settings = _settings(tmp_path)
+    # A database file that outlives the services, to see what their last write left;
+    # the ledger's own loop waits a minute, so only the shutdown's write can happen here.
+    url = f"sqlite+aiosqlite:///{tmp_path / 'infergate.db'}"
+    settings = _settings(tmp_path, database=DatabaseSettings(url=url, usage_flush_s=60))
     journal = Journal()
     parts = _parts(settings, journal, JournalStore(journal))
 
@@ -105,16 +137,23 @@ def test_shutdown_stops_the_loops_then_writes_the_counts_then_closes_in_reverse(
             assert isinstance(services, Services)
             assert services.triton is parts.triton and services.store is parts.store
             assert services.redis is parts.redis and services.redis_guard is not None
-            assert _running_others() == 2  # the routing watch and the counters' writer
+            # The routing watch, the counters' writer, the usage ledger's writer and the
+            # keys' last-used writer.
+            assert _running_others() == 4
             services.counters.add("k", {"n": 1})  # something left for the last flush
+            services.ledger.add("key:k", "key:k", "intent", "1", items=2)  # and usage
+            _journaled_flush(services.ledger, journal)
             assert journal.events == []
         assert _running_others() == 0
+        # The usage counted before the stop signal is in the database (SIGTERM loses none).
+        assert await _usage_rows(url) == [("key:k", "intent", 1, 2)]
 
     asyncio.run(scenario())
-    # The loops are gone before the last counts are written, and Redis (opened after
-    # Triton) is closed before it.
+    # The loops are gone before the last counts and usage are written, the database is
+    # closed after that, and Redis (opened after Triton) is closed before it.
     assert journal.events == [
         "counters flushed (0 running)",
+        "usage flushed (0 running)",
         "redis closed (0 running)",
         "triton closed (0 running)",
     ]

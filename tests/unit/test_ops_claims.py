@@ -49,13 +49,16 @@ from frontend.container import ServiceOverrides, build_services
 from frontend.observability.logging import MAX_FIELD_CHARS, JsonFormatter, mask
 from frontend.observability.metrics import Metrics
 from frontend.routing import router as router_module
-from frontend.routing.router import OVERRIDES
+from frontend.routing.assign import Assigner
+from frontend.routing.config import ModelRouting, RoutingConfig
+from frontend.routing.router import CHANGED, Router
 from frontend.server import uvicorn_options
 from frontend.services import inference as inference_module
 from frontend.settings import (
     AuthSettings,
     CacheSettings,
     CorsSettings,
+    DatabaseSettings,
     LimitSettings,
     LogSettings,
     RoutingSettings,
@@ -68,6 +71,7 @@ from frontend.state.memory import MemoryStore
 from frontend.triton.client import TritonClient
 from procs.ports import free_port
 from procs.wait import wait_for
+from tests.db_support import migrated_file
 from tests.log_seeds import captured_logs
 
 from .cards import write_cards
@@ -733,11 +737,11 @@ def test_a_429_answer_is_never_stored(tmp_path):
 class _CountingStore(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
-        self.override_reads = 0
+        self.announcement_reads = 0
 
     async def get(self, key: str) -> bytes | None:
-        if key == OVERRIDES:
-            self.override_reads += 1
+        if key == CHANGED:
+            self.announcement_reads += 1
         return await super().get(key)
 
 
@@ -750,6 +754,7 @@ def test_every_worker_rereads_routing_every_half_second_by_default(tmp_path, mon
     )
     store = _CountingStore()
     delays: list[float] = []
+    other_worker: list[Router] = []
 
     class Enough(Exception):
         pass
@@ -757,7 +762,9 @@ def test_every_worker_rereads_routing_every_half_second_by_default(tmp_path, mon
     async def sleep(seconds: float) -> None:
         delays.append(seconds)
         if len(delays) == 1:  # another worker changes the routing meanwhile
-            await store.put(OVERRIDES, json.dumps({"intent": {"default": "1"}}).encode())
+            await other_worker[0].set_model(
+                "intent", ModelRouting(default="1"), actor="test", request_id=None
+            )
         if len(delays) == 3:
             raise Enough
 
@@ -770,11 +777,20 @@ def test_every_worker_rereads_routing_every_half_second_by_default(tmp_path, mon
                 store=store, triton=TritonClient(settings.triton, FakeTriton())
             )
             services = await build_services(settings, Metrics(), stack, overrides)
+            other_worker.append(
+                Router(
+                    services.catalog,
+                    RoutingConfig(),
+                    store,
+                    Assigner(b"k" * 32),
+                    database=services.database,
+                )
+            )
             assert services.router.table["intent"].default == "2"
-            reads = store.override_reads
+            reads = store.announcement_reads
             with pytest.raises(Enough):
                 await services.router.watch()
-            assert store.override_reads - reads == 3  # one read per interval
+            assert store.announcement_reads - reads == 3  # one read per interval
             assert services.router.table["intent"].default == "1"  # seen at the next poll
 
     asyncio.run(run())
@@ -904,8 +920,10 @@ def test_variant_duration_and_predicted_label_metrics(tmp_path):
 
 
 def _two_workers(tmp_path: Path, **settings: Any) -> tuple[TestClient, TestClient]:
-    """Two apps over one state store and one cache store: two workers over one Redis."""
+    """Two apps over one state store, one cache store and one database: two workers over
+    one Redis and one database."""
     parts = {"store": MemoryStore(), "cache_store": MemoryCacheStore(1000)}
+    settings.setdefault("database", DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path}/db"))
     one = app_over(tmp_path / "one", FakeTriton(), parts=parts, **settings)
     two = app_over(tmp_path / "two", FakeTriton(), parts=parts, **settings)
     return one, two
@@ -1049,9 +1067,12 @@ def test_cache_item_metrics_count_misses(tmp_path):
 
 @pytest.mark.parametrize("environment", ["dev", "prod", "test"])
 def test_the_worker_header_is_sent_in_the_test_environment_only(tmp_path, environment):
+    # Prod never migrates by itself: its database is migrated first, as `db upgrade` would.
+    database = DatabaseSettings(url=migrated_file(tmp_path / "records.db"))
     settings = Settings(
         environment=environment,
         secret_key="a-real-production-secret-value-of-48-characters",
+        database=database,
         auth=AuthSettings(bootstrap_admin_key=ADMIN_KEY),
         triton=TritonSettings(model_repository=write_cards(tmp_path)),
         limits=LimitSettings(),

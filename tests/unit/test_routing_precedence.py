@@ -1,14 +1,17 @@
 """Which version answers when several rules apply (docs/routing.md, "Which version
 answers"): an explicit version beats everything, the path beats the header, an
 experiment beats a rollout, a rollout beats the default; and a bad stored routing
-override never stops a worker from serving or from seeing the next good one."""
+never stops a worker from serving or from seeing the next good one."""
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
+from sqlalchemy import text
 
 from frontend.container import services_of
-from frontend.routing.router import OVERRIDES
 
 from .test_frontend_errors import FakeTriton, _client
 
@@ -69,31 +72,47 @@ def test_explicit_versions_beat_policies_and_the_path_beats_the_header(client):
     assert version(client, path_one, **{"X-Model-Version": "2"}) == "1"
 
 
+NOT_JSON = object()  # a row whose config is not JSON at all (an SQLite file edited by hand)
+
+
 @pytest.mark.parametrize(
     "stored",
     [
-        b"not json at all",
-        b"[1, 2, 3]",
-        b'{"intent": {"rollout": {"version": "7", "percent": 5}}}',  # not a served version
-        b'{"intent": {"rollout": "sideways"}}',
-        b"\xff\xfe",
+        NOT_JSON,
+        [1, 2, 3],
+        "sideways",
+        {"rollout": {"version": "7", "percent": 5}},  # not a served version
+        {"rollout": "sideways"},
+        {"default": 2},  # versions are strings
     ],
 )
-def test_a_bad_stored_override_keeps_serving_and_the_next_good_one_applies(client, stored):
+def test_a_bad_stored_routing_keeps_serving_and_the_next_good_one_applies(client, stored):
     put(client, {"default": "1"})
     assert version(client) == "1"
     services = services_of(client.app)
     assert services is not None
-    store, router = services.store, services.router
+    database, router = services.database, services.router
 
-    async def store_and_sync(value: bytes) -> bool:
-        await store.put(OVERRIDES, value)
+    async def store_and_sync(value: object) -> bool:
+        raw = "{not json" if value is NOT_JSON else json.dumps(value)
+
+        async def write(session) -> None:  # by hand: the API would refuse every one
+            await session.execute(text("DELETE FROM routing"))
+            await session.execute(
+                text(
+                    "INSERT INTO routing (model, config, updated_at, updated_by)"
+                    " VALUES ('intent', :raw, :now, 'test')"
+                ),
+                {"raw": raw, "now": time.time()},
+            )
+
+        await database.run("test", write)
+        await services.store.put("routing:changed", repr(value).encode())  # announced
         return await router.sync()
 
     # sync() is what the watch loop runs every poll: it must not raise (it used to, and
     # the loop ended, so no later admin change was ever seen by this worker).
     assert client.portal.call(store_and_sync, stored) is False
     assert version(client) == "1"  # the last good routing still answers
-    good = b'{"intent": {"default": "2"}}'
-    assert client.portal.call(store_and_sync, good) is True
+    assert client.portal.call(store_and_sync, {"default": "2"}) is True
     assert version(client) == "2"

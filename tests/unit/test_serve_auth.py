@@ -14,7 +14,9 @@ from frontend.auth.jwt_keys import ALGORITHM, SigningKeys
 from frontend.auth.passwords import Passwords
 from frontend.auth.tokens import Tokens
 from frontend.auth.users import Users
+from frontend.db.database import MEMORY_URL, Database
 from frontend.errors import Unauthorized
+from frontend.observability.metrics import Metrics
 from frontend.settings import KNOWN_WEAK_SECRETS, Settings, weak_secret_reason
 from frontend.state.memory import MemoryStore
 
@@ -93,7 +95,8 @@ def test_token_signed_with_the_old_public_default_is_refused(clean_env):
     settings = Settings()
     jwt_settings = settings.auth.jwt
     store = MemoryStore()
-    users = Users(store, Passwords(), True, 0)
+    database = Database(MEMORY_URL, settings.database, Metrics())  # never reached: refused first
+    users = Users(database, store, Passwords(), held_s=0, outage_s=0)
     server = Tokens(jwt_settings, SigningKeys(jwt_settings, settings.secret), store, users)
     attacker = SigningKeys(jwt_settings, OLD_PUBLIC_DEFAULT)
     now = int(time.time())

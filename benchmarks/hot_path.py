@@ -96,16 +96,21 @@ async def _measure(target: Target, concurrency: int, seconds: float) -> dict[str
 
 
 def _aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
-    """Per concurrency and target: median of the rounds' p50, worst p99, mean rps."""
+    """Per concurrency and target: median of the rounds' p50, worst and median p99, mean
+    rps."""
     cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         cells.setdefault((f"c{row['concurrency']}", row["target"]), []).append(row)
     out: dict[str, dict[str, dict[str, float]]] = {}
     for (scenario, target), group in cells.items():
         p50s = sorted(r["p50_ms"] for r in group)
+        p99s = sorted(r["p99_ms"] for r in group)
         out.setdefault(scenario, {})[target] = {
             "p50_ms": p50s[len(p50s) // 2],
-            "p99_ms": max(r["p99_ms"] for r in group),
+            # The worst round, and the median round: on 2 shared cores one round's tail
+            # can be another process's scheduling.
+            "p99_ms": p99s[-1],
+            "p99_median_ms": p99s[len(p99s) // 2],
             "rps": round(sum(r["rps"] for r in group) / len(group), 1),
             "errors": sum(r["errors"] for r in group),
         }
@@ -119,6 +124,7 @@ def _added(summary: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[st
         added[scenario] = {
             "p50_ms": round(now["p50_ms"] - before["p50_ms"], 2),
             "p99_ms": round(now["p99_ms"] - before["p99_ms"], 2),
+            "p99_median_ms": round(now["p99_median_ms"] - before["p99_median_ms"], 2),
             "rps_ratio": round(now["rps"] / before["rps"], 3) if before["rps"] else 0.0,
         }
     return added
@@ -198,14 +204,14 @@ def main() -> None:
     _plot(summary, out)
     lines = ["# Access-control hot path", "", f"base: `{args.base}`", ""]
     lines += [
-        "| scenario | target | rps | p50 ms | p99 ms | errors |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| scenario | target | rps | p50 ms | p99 ms (worst) | p99 ms (median round) | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for scenario, cells in sorted(summary.items()):
         for name, cell in cells.items():
             lines.append(
                 f"| {scenario} | {name} | {cell['rps']} | {cell['p50_ms']} | {cell['p99_ms']} "
-                f"| {cell['errors']} |"
+                f"| {cell['p99_median_ms']} | {cell['errors']} |"
             )
     lines += ["", "Added by this checkout against the base (now - base):", ""]
     lines += [f"- {s}: {json.dumps(v)}" for s, v in added.items()]

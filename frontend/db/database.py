@@ -5,6 +5,7 @@ one waits at all (the rest get DatabaseUnavailable until the probe finds it back
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -115,6 +116,11 @@ class Database:
             detach_on_deadline=True,
         )
         self.breaker.attach(self.ping_once)
+        # In memory there is one connection (StaticPool) for every session, and SQLite has
+        # one transaction per connection: two sessions at once would share it (one's
+        # rollback undoing the other's insert; seen as a key created and then unknown).
+        # So transactions there take turns.
+        self._one_at_a_time = asyncio.Lock() if self.in_memory else None
 
     @property
     def in_memory(self) -> bool:
@@ -125,7 +131,10 @@ class Database:
         raises), under the deadline; DatabaseUnavailable when the database cannot answer."""
 
         async def transaction() -> T:
-            async with self._sessions() as session, session.begin():
+            if self._one_at_a_time is None:
+                async with self._sessions() as session, session.begin():
+                    return await work(session)
+            async with self._one_at_a_time, self._sessions() as session, session.begin():
                 return await work(session)
 
         try:
@@ -139,6 +148,10 @@ class Database:
             raise _unavailable() from None
 
     async def ping_once(self) -> None:
+        if self._one_at_a_time is not None:
+            async with self._one_at_a_time, self.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+            return
         async with self.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
 

@@ -89,3 +89,43 @@ def test_a_database_one_revision_behind_is_refused_naming_both(tmp_path):
 
     with pytest.raises(migrate.NotMigrated, match="revision 0001, this version needs 0002"):
         asyncio.run(scenario())
+
+
+def test_in_memory_transactions_take_turns_so_a_rollback_never_undoes_another():
+    """In memory every session shares one SQLite connection, which holds one transaction:
+    without turns, a session that fails and rolls back while another has inserted would
+    undo that insert (seen as a key created, then unknown on its first use)."""
+    import asyncio
+
+    from sqlalchemy import select
+
+    from frontend.db.database import MEMORY_URL, Database
+    from frontend.db.migrate import create_all
+    from frontend.db.tables import AuditRow
+    from frontend.observability.metrics import Metrics
+    from frontend.settings import DatabaseSettings
+
+    async def run() -> list[str]:
+        db = Database(MEMORY_URL, DatabaseSettings(), Metrics())
+        await create_all(db.engine)
+
+        async def failing(session) -> None:
+            session.add(AuditRow(at=1.0, actor="a", action="doomed", target="t", details={}))
+            await session.flush()
+            await asyncio.sleep(0.05)  # the other transaction runs meanwhile (if allowed)
+            raise RuntimeError("this one fails and rolls back")
+
+        async def inserting(session) -> None:
+            await asyncio.sleep(0.01)
+            session.add(AuditRow(at=2.0, actor="b", action="kept", target="t", details={}))
+
+        outcomes = await asyncio.gather(
+            db.run("fail", failing), db.run("insert", inserting), return_exceptions=True
+        )
+        assert isinstance(outcomes[0], RuntimeError) and outcomes[1] is None
+        rows = await db.run("read", lambda s: s.execute(select(AuditRow.action)))
+        actions = list(rows.scalars())
+        await db.close()
+        return actions
+
+    assert asyncio.run(run()) == ["kept"]

@@ -38,6 +38,7 @@ def test_closed_loop_keeps_concurrency():
     assert 100 <= result.requests <= 160  # 5 workers x ~30 requests of 10 ms
 
 
+@pytest.mark.timing  # real time on the event loop: in the serial stage, not beside others
 def test_open_loop_holds_the_rate():
     sent: list[float] = []
 

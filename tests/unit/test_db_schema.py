@@ -116,7 +116,7 @@ def test_in_memory_transactions_take_turns_so_a_rollback_never_undoes_another():
             raise RuntimeError("this one fails and rolls back")
 
         async def inserting(session) -> None:
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # 10 ms: begins once the failing one has inserted
             session.add(AuditRow(at=2.0, actor="b", action="kept", target="t", details={}))
 
         outcomes = await asyncio.gather(

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from ..errors import DatabaseUnavailable
 from ..state.store import StateStore
 
 T = TypeVar("T")
@@ -76,6 +78,29 @@ class HeldRecords(Generic[T]):
 
     def usable_in_outage(self, held: Held[T] | None) -> bool:
         return held is not None and time.monotonic() - held.at < self._outage_s
+
+    async def resolve(
+        self, record_id: str, marker: bytes | None, load: Callable[[], Awaitable[T | None]]
+    ) -> T | None:
+        """The held record while fresh under `marker`; else `load()` (from SQL), held.
+        With the database down, the held record within `outage_s` unless its marker moved
+        (a change that cannot be read); else DatabaseUnavailable (503)."""
+        held = self.get(record_id)
+        if held is not None and marker != UNKNOWN and self.fresh(held, marker):
+            return held.record
+        try:
+            record = await load()
+        except DatabaseUnavailable:
+            if (
+                held is not None
+                and self.usable_in_outage(held)
+                and marker in (UNKNOWN, held.marker)
+            ):
+                return held.record
+            raise
+        if record is not None:
+            self.keep(record_id, record, marker)
+        return record
 
     def keep(self, record_id: str, record: T, marker: bytes | None) -> None:
         if self._ttl_s > 0 or self._outage_s > 0:

@@ -143,13 +143,10 @@ class ApiKeys:
             return KeyRecord.of(row), children if bump_children else []
 
         record, children = await self._db.run(action, write)
-        await self._invalidate([key_id, *children])
+        await self.invalidate([key_id, *children])
         return record
 
     async def invalidate(self, key_ids: list[str]) -> None:
-        await self._invalidate(key_ids)
-
-    async def _invalidate(self, key_ids: list[str]) -> None:
         try:
             await self.held.bump(key_ids)
         except StateUnavailable:
@@ -261,30 +258,17 @@ class ApiKeys:
         return bundle
 
     async def _bundle(self, key_id: str) -> KeyBundle:
-        held = self.held.get(key_id)
         try:
             [marker] = await self.held.markers([key_id])
         except StateUnavailable:
             marker = UNKNOWN
-        if marker != UNKNOWN and self.held.fresh(held, marker):
-            assert held is not None
-            return held.record
-        try:
-            bundle = await self._db.run("key.auth", lambda s: _load_bundle(s, key_id))
-        except DatabaseUnavailable:
-            # Held keys keep working through a database outage; new ones get 503. A
-            # marker that moved means a change we cannot read: not used.
-            if self.usable_in_outage(held, marker):
-                assert held is not None
-                return held.record
-            raise
+        # Held keys keep working through a database outage; new ones get 503.
+        bundle = await self.held.resolve(
+            key_id, marker, lambda: self._db.run("key.auth", lambda s: _load_bundle(s, key_id))
+        )
         if bundle is None:
             raise Unauthorized()
-        self.held.keep(key_id, bundle, marker)
         return bundle
-
-    def usable_in_outage(self, held: Any, marker: bytes | None) -> bool:
-        return self.held.usable_in_outage(held) and (marker == UNKNOWN or held.marker == marker)
 
     def _note_use(self, key_id: str, now: float) -> None:
         if now - self._touched.get(key_id, -1e12) >= self._last_used_interval_s:

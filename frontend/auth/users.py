@@ -16,9 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..db import accounts, audit
 from ..db.database import Database
 from ..db.tables import UserRow
-from ..errors import Conflict, DatabaseUnavailable, NotFound, StateUnavailable
+from ..errors import Conflict, NotFound, StateUnavailable
 from ..state.store import StateStore
-from .held import UNKNOWN, HeldRecords
+from .held import HeldRecords
 from .password_policy import check_new_password, common_passwords
 from .passwords import Passwords
 from .principal import Principal, Role
@@ -206,21 +206,12 @@ class Users:
         """The user behind a token (held per worker like keys; `marker` read by the
         caller in the same round trip as the token's revocations, UNKNOWN when the state
         store is down)."""
-        held = self.held.get(user_id)
-        if marker != UNKNOWN and self.held.fresh(held, marker):
-            assert held is not None
-            return held.record
-        try:
+
+        async def load() -> UserRecord | None:
             row = await self._db.run("user.auth", lambda s: accounts.user(s, user_id))
-        except DatabaseUnavailable:
-            if self.held.usable_in_outage(held) and (marker == UNKNOWN or held.marker == marker):  # type: ignore[union-attr]
-                assert held is not None
-                return held.record
-            raise
-        record = UserRecord.of(row) if row is not None else None
-        if record is not None:
-            self.held.keep(user_id, record, marker)
-        return record
+            return UserRecord.of(row) if row is not None else None
+
+        return await self.held.resolve(user_id, marker, load)
 
 
 async def _delete(session: AsyncSession, user_id: str) -> None:

@@ -6,6 +6,7 @@ one waits at all (the rest get DatabaseUnavailable until the probe finds it back
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -120,7 +121,9 @@ class Database:
         # one transaction per connection: two sessions at once would share it (one's
         # rollback undoing the other's insert; seen as a key created and then unknown).
         # So transactions there take turns.
-        self._one_at_a_time = asyncio.Lock() if self.in_memory else None
+        self._turn: contextlib.AbstractAsyncContextManager[object] = (
+            asyncio.Lock() if self.in_memory else contextlib.nullcontext()
+        )
 
     @property
     def in_memory(self) -> bool:
@@ -131,10 +134,7 @@ class Database:
         raises), under the deadline; DatabaseUnavailable when the database cannot answer."""
 
         async def transaction() -> T:
-            if self._one_at_a_time is None:
-                async with self._sessions() as session, session.begin():
-                    return await work(session)
-            async with self._one_at_a_time, self._sessions() as session, session.begin():
+            async with self._turn, self._sessions() as session, session.begin():
                 return await work(session)
 
         try:
@@ -142,17 +142,11 @@ class Database:
         except (IntegrityError, ProgrammingError, DataError):
             raise
         except SQLAlchemyError as exc:  # anything else from the driver: an outage
-            if isinstance(exc, FAILURES):
-                raise
             self.breaker.failed(operation, exc)
             raise _unavailable() from None
 
     async def ping_once(self) -> None:
-        if self._one_at_a_time is not None:
-            async with self._one_at_a_time, self.engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
-            return
-        async with self.engine.connect() as connection:
+        async with self._turn, self.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
 
     async def ping(self) -> None:

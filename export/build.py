@@ -30,6 +30,18 @@ from .triton_config import (
 RUNTIME = Path(__file__).parent / "runtime"
 RUNNER = RUNTIME / "text_model.py"
 CHAT_RUNNER = RUNTIME / "chat_model.py"
+# Beside model.py in the chat model's version directory, imported flat.
+CHAT_RUNTIME_MODULES = (
+    "generation.py",
+    "sampling.py",
+    "messages.py",
+    "tools.py",
+    "decoder.py",
+    "collector.py",
+    "grammar.py",
+    "failures.py",
+    "server_watch.py",
+)
 MARKER = ".infergate-repository"
 
 
@@ -163,7 +175,8 @@ def assemble_chat(spec: ChatSpec, target: Target, repository: Path) -> dict:
     vdir = model_dir / "1"
     vdir.mkdir(parents=True, exist_ok=True)
     shutil.copy2(CHAT_RUNNER, vdir / "model.py")
-    shutil.copy2(RUNTIME / "generation.py", vdir / "generation.py")
+    for module in CHAT_RUNTIME_MODULES:
+        shutil.copy2(RUNTIME / module, vdir / module)
     for name in ("model.onnx", "chat.json", *TOKENIZER_FILES):
         if (art / name).exists():
             link_or_copy(art / name, vdir / name)

@@ -181,10 +181,28 @@ CHAT_INPUTS = (
     TensorSpec("TOP_K", "TYPE_INT32", (1,)),
     TensorSpec("SEED", "TYPE_INT64", (1,)),
     TensorSpec("STOP", "TYPE_STRING", (-1,)),
+    TensorSpec("PROMPT_IDS", "TYPE_INT64", (-1,)),
+    TensorSpec("N", "TYPE_INT32", (1,)),
+    TensorSpec("LOGPROBS", "TYPE_INT32", (1,)),  # -1 off
+    TensorSpec("PROMPT_LOGPROBS", "TYPE_INT32", (1,)),  # -1 off
+    TensorSpec("PRESENCE_PENALTY", "TYPE_FP32", (1,)),
+    TensorSpec("FREQUENCY_PENALTY", "TYPE_FP32", (1,)),
+    TensorSpec("REPETITION_PENALTY", "TYPE_FP32", (1,)),
+    TensorSpec("LOGIT_BIAS", "TYPE_STRING", (1,)),  # JSON {"<token id>": bias}
+    TensorSpec("MIN_TOKENS", "TYPE_INT32", (1,)),
+    TensorSpec("IGNORE_EOS", "TYPE_BOOL", (1,)),
+    TensorSpec("RESPONSE_FORMAT", "TYPE_STRING", (1,)),  # JSON, OpenAI's shape
+    TensorSpec("TOOLS", "TYPE_STRING", (1,)),  # JSON, OpenAI's shape
+    TensorSpec("TOOL_CHOICE", "TYPE_STRING", (1,)),  # JSON
+    TensorSpec("PARALLEL_TOOL_CALLS", "TYPE_BOOL", (1,)),
 )
+# Every input is optional (absent: its default); see export/runtime/chat_model.py.
 CHAT_OUTPUTS = (
     TensorSpec("TEXT", "TYPE_STRING", (1,)),
     TensorSpec("PROMPT_TOKENS", "TYPE_INT32", (1,)),
     TensorSpec("COMPLETION_TOKENS", "TYPE_INT32", (1,)),
     TensorSpec("FINISH_REASON", "TYPE_STRING", (1,)),
+    TensorSpec("INDEX", "TYPE_INT32", (1,)),  # the choice
+    TensorSpec("TOKEN_LOGPROBS", "TYPE_STRING", (1,)),  # JSON list, "" when not asked
+    TensorSpec("TOOL_CALLS", "TYPE_STRING", (1,)),  # JSON list, "" without calls
 )

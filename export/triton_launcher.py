@@ -74,6 +74,7 @@ ADMIN_HEADER = "infergate-triton-admin"
 GRPC_ADMIN_HEADER = "triton-grpc-protocol-" + ADMIN_HEADER
 ADMIN_KEY_ENV = "INFERGATE_TRITON__ADMIN_KEY"
 STOP_FILE_ENV = "INFERGATE_TRITON_STOP_FILE"
+HTTP_URL_ENV = "INFERGATE_TRITON_HTTP_URL"  # = export/runtime/server_watch.py's
 # The chat model's gauges (export/runtime/chat_model.py): sequences not yet ended.
 _SEQUENCE_GAUGES = ("infergate_chat_active_sequences{", "infergate_chat_queued_sequences{")
 
@@ -244,6 +245,8 @@ class EmbeddedTriton:
         env.setdefault("OMP_NUM_THREADS", "1")
         if self._run_dir is not None:
             env[STOP_FILE_ENV] = str(self.stop_file)
+        # The chat model's readiness watch asks this endpoint (export/runtime/server_watch.py).
+        env[HTTP_URL_ENV] = self.http_url
         return env
 
     @property

@@ -1,10 +1,14 @@
 """Triton python-backend model `chat` (copied into the repository as model.py).
 
-Decoupled: each request gets one response when it is admitted (PROMPT_TOKENS set, TEXT
-empty), one per generated token (TEXT is the new text, possibly empty while a stop
-sequence may be forming), and a final one (flag FINAL, FINISH_REASON stop | length |
-cancelled). Errors are final responses with a Triton error code: INVALID_ARG for bad
-input, UNAVAILABLE when the slots and the queue are full, INTERNAL when generation fails.
+Decoupled: each request gets one response when it is admitted (INDEX 0, PROMPT_TOKENS
+set, TEXT empty; TOKEN_LOGPROBS the prompt's entries when PROMPT_LOGPROBS asks), then for
+each of its N choices (INDEX) one per generated token (TEXT is the new text, possibly
+empty while a stop sequence or a tool call may be forming; TOKEN_LOGPROBS its entry when
+LOGPROBS asks) and one that ends it (FINISH_REASON stop | length | tool_calls |
+cancelled, TOOL_CALLS the calls it made). Choices interleave; the response that ends the
+last one carries the flag FINAL. Errors are final responses with a Triton error code
+(and end every choice): INVALID_ARG for bad input, UNAVAILABLE when the slots and the
+queue are full, INTERNAL when generation fails.
 
 The decode loop (`generation.ChatEngine`) runs in its own thread; `execute` only
 validates and queues, so it returns at once and Triton keeps accepting requests.
@@ -16,8 +20,11 @@ sequence ending with a final error within one step, as soon as
 - the embedded launcher announces the stop: it creates the file named by
   INFERGATE_TRITON_STOP_FILE just before it signals Triton (a stat per decode step, no
   call into Triton: Triton's own calls can block while it unloads models), or
-- `ServerWatch` hears from Triton that the server or the model is no longer ready (a
-  Triton stopped by someone else; best effort, for the same reason).
+- `ServerWatch` hears from Triton's HTTP endpoint that the model is no longer ready (a
+  Triton stopped by someone else; best effort). Asked over HTTP, not through
+  `pb_utils.is_model_ready`: that call from a second thread of the stub crashed Triton's
+  python backend (`boost::interprocess::lock_exception` in ModelInstanceExecute, on 4 of
+  12 starts whose first chat request met one of its calls; 0 of 12 without them).
 """
 
 from __future__ import annotations
@@ -26,8 +33,8 @@ import contextlib
 import json
 import os
 import sys
-import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +45,17 @@ for _path in os.environ.get("INFERGATE_PYTHONPATH", "").split(os.pathsep):
 sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np  # noqa: E402
-from generation import ChatEngine, GenerationError, Limits, Metrics, Sampling  # noqa: E402
+from generation import (  # noqa: E402
+    ChatEngine,
+    Entries,
+    GenerationError,
+    Limits,
+    Metrics,
+    Sampling,
+    ToolUse,
+)
+from server_watch import ServerWatch, http_ready, model_ready_url  # noqa: E402
+from tools import validate_tool_choice, validate_tools  # noqa: E402
 
 _ERROR_CODES = {"invalid": "INVALID_ARG", "overloaded": "UNAVAILABLE", "internal": "INTERNAL"}
 
@@ -97,13 +114,32 @@ class ResponseSink:
         self.sender = sender
         self.prompt_tokens = 0
 
-    def _send(self, text: str, completion: int, reason: str, final: bool) -> None:
+    def _send(
+        self,
+        index: int,
+        text: str,
+        completion: int,
+        reason: str = "",
+        logprobs: Entries | None = None,
+        tool_calls: Entries | None = None,
+        final: bool = False,
+    ) -> None:
         pb = self.pb
+
+        def string(name: str, value: str) -> Any:
+            return pb.Tensor(name, np.array([value.encode("utf-8")], dtype=np.object_))
+
+        def int32(name: str, value: int) -> Any:
+            return pb.Tensor(name, np.array([value], dtype=np.int32))
+
         tensors = [
-            pb.Tensor("TEXT", np.array([text.encode("utf-8")], dtype=np.object_)),
-            pb.Tensor("PROMPT_TOKENS", np.array([self.prompt_tokens], dtype=np.int32)),
-            pb.Tensor("COMPLETION_TOKENS", np.array([completion], dtype=np.int32)),
-            pb.Tensor("FINISH_REASON", np.array([reason.encode()], dtype=np.object_)),
+            string("TEXT", text),
+            int32("PROMPT_TOKENS", self.prompt_tokens),
+            int32("COMPLETION_TOKENS", completion),
+            string("FINISH_REASON", reason),
+            int32("INDEX", index),
+            string("TOKEN_LOGPROBS", "" if logprobs is None else _json(logprobs)),
+            string("TOOL_CALLS", "" if not tool_calls else _json(tool_calls)),
         ]
         flags = pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0
         # The client may go away between our check and the send; the next step's
@@ -111,21 +147,35 @@ class ResponseSink:
         with contextlib.suppress(Exception):
             self.sender.send(pb.InferenceResponse(output_tensors=tensors), flags=flags)
 
-    def admitted(self, prompt_tokens: int) -> None:
+    def admitted(self, prompt_tokens: int, prompt_logprobs: Entries | None = None) -> None:
         self.prompt_tokens = prompt_tokens
-        self._send("", 0, "", final=False)
+        self._send(0, "", 0, logprobs=prompt_logprobs)
 
-    def token(self, token_id: int, text: str, completion_tokens: int) -> None:
-        self._send(text, completion_tokens, "", final=False)
+    def token(
+        self, index: int, token_id: int, text: str, completion_tokens: int, logprobs: Entries | None
+    ) -> None:
+        self._send(index, text, completion_tokens, logprobs=logprobs)
 
-    def finish(self, reason: str, text: str, completion_tokens: int) -> None:
-        self._send(text, completion_tokens, reason, final=True)
+    def finish(
+        self,
+        index: int,
+        reason: str,
+        text: str,
+        completion_tokens: int,
+        tool_calls: Entries | None,
+        last: bool,
+    ) -> None:
+        self._send(index, text, completion_tokens, reason, tool_calls=tool_calls, final=last)
 
     def fail(self, error: GenerationError) -> None:
         send_error(self.pb, self.sender, error)
 
     def cancelled(self) -> bool:
         return bool(self.sender.is_cancelled())
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def send_error(pb: Any, sender: Any, error: GenerationError) -> None:
@@ -135,55 +185,6 @@ def send_error(pb: Any, sender: Any, error: GenerationError) -> None:
     response = pb.InferenceResponse(error=pb.TritonError(f"{error.code}: {error}", code))
     with contextlib.suppress(Exception):
         sender.send(response, flags=pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-
-
-class ServerWatch:
-    """While sequences are generating, asks Triton every `interval_s` whether this model
-    is still ready. From the moment Triton stops (or unloads the model) the answer is no
-    (or an error: "Server not ready"); seen twice in a row, once it had been ready, the
-    engine is stopped: every sequence gets its final error within one step, so Triton's
-    unload and exit do not wait for the generations to run out."""
-
-    def __init__(
-        self, ready: Callable[[], bool], engine: ChatEngine, interval_s: float = 0.2
-    ) -> None:
-        self._ready = ready
-        self.engine = engine
-        self.interval_s = interval_s
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="chat-server-watch", daemon=True)
-
-    def start(self) -> ServerWatch:
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        # Not joined: during Triton's stop a readiness call can block until the unload
-        # is over, which is what finalize must not wait for.
-        self._closed.set()
-
-    def _asked(self) -> bool:
-        try:
-            return bool(self._ready())
-        except Exception:  # "Server not ready" while Triton starts or stops
-            return False
-
-    def _run(self) -> None:
-        seen_ready, misses = False, 0
-        while not self._closed.wait(self.interval_s):
-            if self.engine.stopping:
-                return  # stopped another way (the launcher's announcement, finalize)
-            # Idle, nothing can hold a stop: no question asked (once it was ready).
-            if seen_ready and not self.engine.busy:
-                misses = 0
-                continue
-            if self._asked():
-                seen_ready, misses = True, 0
-            elif seen_ready:
-                misses += 1
-                if misses >= 2:
-                    self.engine.request_stop()
-                    return
 
 
 # A test-only hook (the failure tests' private build): the engine raises for one seed.
@@ -230,35 +231,127 @@ def _text(values: np.ndarray | None, name: str) -> str | None:
         raise GenerationError("invalid", f"{name} is not valid UTF-8") from None
 
 
-def parse_request(pb: Any, request: Any, engine: ChatEngine) -> tuple[list[int], Sampling]:
-    prompt = _text(_optional(pb, request, "PROMPT"), "PROMPT")
-    messages_json = _text(_optional(pb, request, "MESSAGES"), "MESSAGES")
-    messages = None
-    if messages_json is not None:
+@dataclass(frozen=True)
+class Parsed:
+    """One request's inputs, checked as far as they can be without the model."""
+
+    prompt_ids: list[int]
+    sampling: Sampling
+    grammar: str | None = None
+    tools: ToolUse | None = None
+
+
+class Inputs:
+    """A request's optional input tensors, read by name; every refusal names the tensor."""
+
+    def __init__(self, pb: Any, request: Any):
+        self.pb, self.request = pb, request
+
+    def array(self, name: str) -> np.ndarray | None:
+        return _optional(self.pb, self.request, name)
+
+    def text(self, name: str) -> str | None:
+        return _text(self.array(name), name)
+
+    def json(self, name: str) -> Any:
+        raw = self.text(name)
+        if raw is None:
+            return None
         try:
-            messages = json.loads(messages_json)
+            return json.loads(raw)
         except ValueError:
-            raise GenerationError("invalid", "MESSAGES is not JSON") from None
+            raise GenerationError("invalid", f"{name} is not JSON") from None
 
-    def scalar(name: str, default: Any) -> Any:
-        values = _optional(pb, request, name)
-        return default if values is None or values.size == 0 else values[0].item()
+    def scalar(self, name: str, default: Any) -> Any:
+        values = self.array(name)
+        if values is None or values.size == 0:
+            return default
+        if values.size != 1:
+            raise GenerationError("invalid", f"{name} takes exactly one element")
+        return values[0].item()
 
-    stops = _optional(pb, request, "STOP")
+    def number(self, name: str, default: float) -> float:
+        value = float(self.scalar(name, default))
+        if not np.isfinite(value):
+            raise GenerationError("invalid", f"{name} must be a finite number")
+        return value
+
+    def count(self, name: str, default: int | None, least: int = -1) -> int | None:
+        """An INT32 where -1 (or the least value) means off."""
+        value = self.scalar(name, None)
+        if value is None:
+            return default
+        if int(value) < least:
+            raise GenerationError("invalid", f"{name} must be {least} (off) or more")
+        return None if int(value) == least else int(value)
+
+
+def _logit_bias(raw: Any) -> tuple[tuple[int, float], ...]:
+    """LOGIT_BIAS: {"<token id>": bias} (the ids' and biases' bounds: check_sampling)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise GenerationError("invalid", "LOGIT_BIAS must be a JSON object")
+    pairs = []
+    for key, bias in raw.items():
+        try:
+            token = int(key)
+        except ValueError:
+            raise GenerationError("invalid", f"LOGIT_BIAS: {key!r} is not a token id") from None
+        if isinstance(bias, bool) or not isinstance(bias, int | float):
+            raise GenerationError("invalid", f"LOGIT_BIAS: the bias of {key} must be a number")
+        pairs.append((token, float(bias)))
+    return tuple(sorted(pairs))
+
+
+def _tools(inputs: Inputs) -> ToolUse | None:
+    """TOOLS, TOOL_CHOICE and PARALLEL_TOOL_CALLS; None when no tool may be called."""
+    raw = inputs.json("TOOLS")
+    tools = None if raw is None else validate_tools(raw)
+    choice = validate_tool_choice(inputs.json("TOOL_CHOICE"), tools)
+    if tools is None or choice == "none":
+        return None
+    return ToolUse(tools, choice, bool(inputs.scalar("PARALLEL_TOOL_CALLS", True)))
+
+
+def parse_request(pb: Any, request: Any, engine: ChatEngine) -> Parsed:
+    inputs = Inputs(pb, request)
+    prompt = inputs.text("PROMPT")
+    messages = inputs.json("MESSAGES")
+    ids = inputs.array("PROMPT_IDS")
+    prompt_ids = None if ids is None else [int(i) for i in ids]
+    stops = inputs.array("STOP")
     stop = tuple(
         s.decode("utf-8") if isinstance(s, bytes) else str(s)
         for s in ([] if stops is None else stops)
     )
-    seed = scalar("SEED", None)
+    seed = inputs.scalar("SEED", None)
+    response_format = inputs.json("RESPONSE_FORMAT")
+    if response_format is not None and not isinstance(response_format, dict):
+        raise GenerationError("invalid", "RESPONSE_FORMAT must be a JSON object")
+    tools = _tools(inputs)
+    if tools is not None and messages is None:
+        raise GenerationError("invalid", "TOOLS need MESSAGES (a chat)")
     sampling = Sampling(
-        max_tokens=int(scalar("MAX_TOKENS", engine.limits.max_completion_tokens // 4)),
-        temperature=float(scalar("TEMPERATURE", 0.0)),
-        top_p=float(scalar("TOP_P", 1.0)),
-        top_k=int(scalar("TOP_K", 0)),
+        max_tokens=int(inputs.scalar("MAX_TOKENS", engine.limits.max_completion_tokens // 4)),
+        temperature=inputs.number("TEMPERATURE", 0.0),
+        top_p=inputs.number("TOP_P", 1.0),
+        top_k=int(inputs.scalar("TOP_K", 0)),
         seed=None if seed is None else int(seed),
         stop=stop,
+        n=int(inputs.scalar("N", 1)),
+        logprobs=inputs.count("LOGPROBS", None),
+        prompt_logprobs=inputs.count("PROMPT_LOGPROBS", None),
+        presence_penalty=inputs.number("PRESENCE_PENALTY", 0.0),
+        frequency_penalty=inputs.number("FREQUENCY_PENALTY", 0.0),
+        repetition_penalty=inputs.number("REPETITION_PENALTY", 1.0),
+        logit_bias=_logit_bias(inputs.json("LOGIT_BIAS")),
+        min_tokens=int(inputs.scalar("MIN_TOKENS", 0)),
+        ignore_eos=bool(inputs.scalar("IGNORE_EOS", False)),
     )
-    return engine.encode_prompt(prompt, messages), sampling  # submit() checks sampling
+    prompt_ids = engine.encode_prompt(prompt, messages, prompt_ids, tools)
+    # submit() checks the sampling; the grammar compiles there too (once per choice).
+    return Parsed(prompt_ids, sampling, engine.grammar(response_format, tools), tools)
 
 
 class TritonPythonModel:
@@ -288,16 +381,21 @@ class TritonPythonModel:
             fail_on_seed=fail_on_seed,
             stop_signal=_stop_file(),
         ).start()
-        name = args["model_name"]
-        self.watch = ServerWatch(lambda: pb_utils.is_model_ready(name, version), self.engine)
-        self.watch.start()
+        url = model_ready_url(os.environ, params, args["model_name"], version)
+        self.watch = ServerWatch(http_ready(url), self.engine).start()
 
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
             sender = request.get_response_sender()
             try:
-                prompt_ids, sampling = parse_request(self.pb, request, self.engine)
-                self.engine.submit(prompt_ids, sampling, ResponseSink(self.pb, sender))
+                parsed = parse_request(self.pb, request, self.engine)
+                self.engine.submit(
+                    parsed.prompt_ids,
+                    parsed.sampling,
+                    ResponseSink(self.pb, sender),
+                    grammar=parsed.grammar,
+                    tools=parsed.tools,
+                )
             except GenerationError as exc:
                 send_error(self.pb, sender, exc)
             except Exception as exc:  # never leave a request without a final response

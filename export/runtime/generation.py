@@ -3,13 +3,14 @@
 Plain Python (numpy + onnxruntime + tokenizers + jinja2), so that the build's parity
 check, the tests and the Triton model (`chat_model.py`) run the same code.
 
-One thread runs the loop. Every pass it admits queued sequences into free slots (each
-admission is one prefill of that prompt alone), then runs ONE decode step for every
-active sequence together: the batch's KV caches are left-padded to a common length and
-masked, so sequences of different lengths share the step, join it when they arrive and
-leave it when they finish — nobody waits for a whole batch to end. While the set of
-sequences is unchanged the `present` outputs become the next step's `past` without a
-copy; only a join or a leave rebuilds the batch.
+One thread runs the loop. Every pass it admits queued requests into free slots (each
+admission is one prefill of that prompt alone; a request for n choices takes n slots and
+its n sequences start from that one prefill), then runs ONE decode step for every active
+sequence together: the batch's KV caches are left-padded to a common length and masked,
+so sequences of different lengths share the step, join it when they arrive and leave it
+when they finish — nobody waits for a whole batch to end. While the set of sequences is
+unchanged the `present` outputs become the next step's `past` without a copy; only a
+join or a leave rebuilds the batch.
 """
 
 from __future__ import annotations
@@ -24,45 +25,45 @@ from typing import Any, Protocol
 
 import numpy as np
 
-REPLACEMENT = "\ufffd"  # what a byte-level tokenizer decodes half a UTF-8 character to
+try:  # as the package export.runtime (build, tests)
+    from .collector import Collector
+    from .decoder import KVCache, open_session, run_options, vocab_size
+    from .failures import GenerationError
+    from .grammar import Grammars
+    from .messages import ChatTemplate, validate_messages
+    from .sampling import LogitsPipeline, Sampling, TextStops, TokenText, check_sampling, draw
+    from .tools import TOOL_CALL_OPEN, parse_tool_calls
+except ImportError:  # flat, beside model.py in the Triton model directory
+    from collector import Collector  # type: ignore[no-redef]
+    from decoder import KVCache, open_session, run_options, vocab_size  # type: ignore[no-redef]
+    from failures import GenerationError  # type: ignore[no-redef]
+    from grammar import Grammars  # type: ignore[no-redef]
+    from messages import ChatTemplate, validate_messages  # type: ignore[no-redef]
+    from sampling import LogitsPipeline, Sampling, TextStops, TokenText, check_sampling, draw  # type: ignore[no-redef]
+    from tools import TOOL_CALL_OPEN, parse_tool_calls  # type: ignore[no-redef]
 
+__all__ = ["ChatEngine", "Collector", "GenerationError", "Limits", "Metrics", "Sampling"]
 
-class GenerationError(Exception):
-    """Refused or failed; `code` is one of invalid | overloaded | internal."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-
-
-# The sampling bounds, each one number. The frontend's request schema checks the same
-# numbers first (frontend/schemas/chat.py; the packages share no code, so
-# tests/unit/test_sampling_bounds.py holds them equal); these are for callers that reach
-# Triton's gRPC directly with raw inputs. max_tokens' bound is the model's (`Limits`).
-MIN_TEMPERATURE = 0  # greedy
-MAX_TEMPERATURE = 2
-MAX_TOP_P = 1  # and above 0
-MIN_TOP_K = 0  # off; no upper bound: a cut at or above the vocabulary is no cut
-MAX_STOP_SEQUENCES = 4  # each non-empty
-MAX_SEED = 2**63 - 1  # SEED is INT64, and numpy's generator takes no negative seed
-
-
-@dataclass(frozen=True)
-class Sampling:
-    max_tokens: int
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    top_k: int = 0  # 0 = no top-k cut
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
+Entries = list[dict[str, Any]]
 
 
 class Sink(Protocol):
-    """Where one sequence's events go (a Triton response sender, or a test's list)."""
+    """Where one request's events go (a Triton response sender, or a test's list).
+    `index` names the choice; `last` is true on the finish of the last open choice."""
 
-    def admitted(self, prompt_tokens: int) -> None: ...
-    def token(self, token_id: int, text: str, completion_tokens: int) -> None: ...
-    def finish(self, reason: str, text: str, completion_tokens: int) -> None: ...
+    def admitted(self, prompt_tokens: int, prompt_logprobs: Entries | None) -> None: ...
+    def token(
+        self, index: int, token_id: int, text: str, completion_tokens: int, logprobs: Entries | None
+    ) -> None: ...
+    def finish(
+        self,
+        index: int,
+        reason: str,
+        text: str,
+        completion_tokens: int,
+        tool_calls: Entries | None,
+        last: bool,
+    ) -> None: ...
     def fail(self, error: GenerationError) -> None: ...
     def cancelled(self) -> bool: ...
 
@@ -88,102 +89,36 @@ class Limits:
     max_context: int = 2048  # prompt + completion
 
 
-class ChatTemplate:
-    """The model's own chat template, rendered the way transformers renders it
-    (sandboxed jinja2, trim_blocks + lstrip_blocks)."""
+@dataclass(frozen=True)
+class ToolUse:
+    """Tools the answer may call (tool_choice other than "none")."""
 
-    def __init__(self, source: str, special: dict[str, str]):
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        def raise_exception(message: str) -> None:
-            raise GenerationError("invalid", message)
-
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        env.globals["raise_exception"] = raise_exception
-        self.template = env.from_string(source)
-        self.special = special
-
-    def render(self, messages: list[dict[str, str]]) -> str:
-        return self.template.render(messages=messages, add_generation_prompt=True, **self.special)
+    tools: list[dict[str, Any]]
+    choice: str | dict[str, Any] = "auto"
+    parallel: bool = True
 
 
-def validate_messages(raw: Any) -> list[dict[str, str]]:
-    if not isinstance(raw, list) or not raw:
-        raise GenerationError("invalid", "messages must be a non-empty list")
-    messages = []
-    for i, message in enumerate(raw):
-        if not isinstance(message, dict):
-            raise GenerationError("invalid", f"messages[{i}] must be an object")
-        role, content = message.get("role"), message.get("content")
-        if role not in ("system", "user", "assistant"):
-            raise GenerationError("invalid", f"messages[{i}].role must be system|user|assistant")
-        if not isinstance(content, str):
-            raise GenerationError("invalid", f"messages[{i}].content must be a string")
-        messages.append({"role": role, "content": content})
-    return messages
+@dataclass(eq=False)
+class Request:
+    """One request: its choices share the prompt, the prefill and the sink."""
 
-
-def check_sampling(s: Sampling, max_completion_tokens: int) -> None:
-    if not 1 <= s.max_tokens <= max_completion_tokens:
-        raise GenerationError("invalid", f"max_tokens must be 1..{max_completion_tokens}")
-    if not MIN_TEMPERATURE <= s.temperature <= MAX_TEMPERATURE:
-        raise GenerationError(
-            "invalid", f"temperature must be {MIN_TEMPERATURE}..{MAX_TEMPERATURE}"
-        )
-    if not 0 < s.top_p <= MAX_TOP_P:
-        raise GenerationError("invalid", f"top_p must be in (0, {MAX_TOP_P}]")
-    if s.top_k < MIN_TOP_K:
-        raise GenerationError("invalid", f"top_k must be >= {MIN_TOP_K}")
-    if len(s.stop) > MAX_STOP_SEQUENCES or any(not x for x in s.stop):
-        raise GenerationError(
-            "invalid", f"stop takes at most {MAX_STOP_SEQUENCES} non-empty sequences"
-        )
-    if s.seed is not None and not 0 <= s.seed <= MAX_SEED:
-        raise GenerationError("invalid", f"seed must be 0..{MAX_SEED}")
-
-
-def sample(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator) -> int:
-    """One token from one row of logits: greedy at temperature 0, else temperature,
-    top-k, then top-p (nucleus) over what is left."""
-    if sampling.temperature <= 0:
-        return int(np.argmax(logits))
-    x = logits.astype(np.float64) / sampling.temperature
-    if 0 < sampling.top_k < x.size:
-        kth = np.partition(x, -sampling.top_k)[-sampling.top_k]
-        x = np.where(x < kth, -np.inf, x)
-    probs = np.exp(x - x.max())
-    probs /= probs.sum()
-    if sampling.top_p < 1.0:
-        order = np.argsort(-probs, kind="stable")
-        cumulative = np.cumsum(probs[order])
-        keep = order[: int(np.searchsorted(cumulative, sampling.top_p)) + 1]
-        kept = np.zeros_like(probs)
-        kept[keep] = probs[keep]
-        probs = kept / kept.sum()
-    cdf = np.cumsum(probs)
-    return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), probs.size - 1))
-
-
-def _held_back(text: str, stops: tuple[str, ...]) -> int:
-    """Characters at the end of `text` that must not be sent yet: half a UTF-8
-    character, or the start of a stop sequence that the next tokens may complete."""
-    hold = len(text) - len(text.rstrip(REPLACEMENT))
-    for stop in stops:
-        for n in range(min(len(stop) - 1, len(text)), 0, -1):
-            if text.endswith(stop[:n]):
-                hold = max(hold, n)
-                break
-    return hold
+    prompt_ids: list[int]
+    sampling: Sampling
+    sink: Sink
+    tools: ToolUse | None = None
+    choices: list[Sequence] = field(default_factory=list)
+    open: int = 0  # choices not ended yet
+    ended: bool = False  # failed: no more responses
 
 
 @dataclass(eq=False)
 class Sequence:
-    prompt_ids: list[int]
-    sampling: Sampling
-    sink: Sink
+    request: Request
+    index: int
     rng: np.random.Generator
+    logits: LogitsPipeline
+    text: TextStops
     generated: list[int] = field(default_factory=list)
-    sent_chars: int = 0
     position: int = 0  # position id of the next token fed to the model
     # A test build can make the loop raise for one sequence (see `fail_on_seed`).
     fail_after: int | None = None
@@ -206,41 +141,58 @@ class ChatEngine:
         request_stop()."""
         from tokenizers import Tokenizer
 
-        meta = json.loads((version_dir / "chat.json").read_text())
-        self.tokenizer = Tokenizer.from_file(str(version_dir / "tokenizer.json"))
+        meta = json.loads((version_dir / "chat.json").read_text(encoding="utf-8"))
+        # utf-8 named: the Triton stub's default encoding is ASCII.
+        tokenizer_json = (version_dir / "tokenizer.json").read_text(encoding="utf-8")
+        self.tokenizer = Tokenizer.from_str(tokenizer_json)
+        self.token_text = TokenText(self.tokenizer)
         self.template = ChatTemplate(meta["chat_template"], meta["special_tokens"])
         self.stop_ids = set(meta["stop_token_ids"])
         self.layers = int(meta["num_layers"])
         self.limits = limits
         self.metrics = metrics or Metrics()
         self.fail_on_seed = fail_on_seed
-        self.session = session or _session(version_dir / "model.onnx", threads, provider)
-        # A prefill's past: zero positions of the model's [1, kv heads, 0, head dim].
-        past = next(i for i in self.session.get_inputs() if i.name == _past_name(0))
-        self._no_past = np.zeros((1, int(past.shape[1]), 0, int(past.shape[3])), np.float32)
+        self.session = session or open_session(version_dir / "model.onnx", threads, provider)
+        self.vocab_size = vocab_size(self.session, self.tokenizer)
+        self.grammars = Grammars(tokenizer_json, sorted(self.stop_ids), self.vocab_size)
+        self._cache = KVCache(self.session, self.layers)
         self._lock = threading.Condition()
-        self._queue: collections.deque[Sequence] = collections.deque()
+        self._queue: collections.deque[Request] = collections.deque()
         self._rows: list[Sequence] = []
-        self._past: list[np.ndarray] = []  # 2 per layer: key, value [rows, heads, len, dim]
-        self._mask = np.zeros((0, 0), dtype=np.int64)
         # Taken from the queue for this pass's prefills, not yet in the batch (or ended).
-        self._admitting: list[Sequence] = []
+        self._admitting: list[Request] = []
         self._stopping = False
         # Shared by every model run: stop() sets its terminate flag, which ends a prefill or
         # a step that is running (onnxruntime checks it between kernels).
-        self._run_options = _run_options()
+        self._run_options = run_options()
         self._stop_signal = stop_signal
         self._reported = (0, 0)  # the gauges' last values (queued, active)
         self._thread: threading.Thread | None = None
 
     # --- requests ---------------------------------------------------------------------
 
-    def encode_prompt(self, prompt: str | None, messages: Any) -> list[int]:
-        if (prompt is None) == (messages is None):
-            raise GenerationError("invalid", "send exactly one of PROMPT or MESSAGES")
+    def encode_prompt(
+        self,
+        prompt: str | None,
+        messages: Any,
+        prompt_ids: list[int] | None = None,
+        tools: ToolUse | None = None,
+    ) -> list[int]:
+        """Exactly one of a text prompt, chat messages (rendered with the model's
+        template, and the tools when there are any) or token ids."""
+        if sum(x is not None for x in (prompt, messages, prompt_ids)) != 1:
+            raise GenerationError("invalid", "send exactly one of PROMPT, MESSAGES or PROMPT_IDS")
         if messages is not None:
-            text = self.template.render(validate_messages(messages))
+            listed = None if tools is None else tools.tools
+            text = self.template.render(validate_messages(messages), tools=listed)
             ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        elif prompt_ids is not None:
+            ids = [int(i) for i in prompt_ids]
+            if not ids or not all(0 <= i < self.vocab_size for i in ids):
+                raise GenerationError(
+                    "invalid",
+                    f"PROMPT_IDS must be a non-empty list of ids 0..{self.vocab_size - 1}",
+                )
         else:
             assert prompt is not None
             if not prompt:
@@ -254,31 +206,62 @@ class ChatEngine:
             )
         return ids
 
-    def submit(self, prompt_ids: list[int], sampling: Sampling, sink: Sink) -> None:
-        """Queue one sequence or refuse it at once (overloaded): never blocks."""
-        check_sampling(sampling, self.limits.max_completion_tokens)
-        seq = Sequence(prompt_ids, sampling, sink, np.random.default_rng(sampling.seed))
-        if self.fail_on_seed is not None and sampling.seed == self.fail_on_seed:
-            seq.fail_after = 3
+    def grammar(self, response_format: dict[str, Any] | None, tools: ToolUse | None) -> str | None:
+        """The grammar a request decodes under: a required or named tool call's, else the
+        response format's (None: unconstrained)."""
+        if tools is not None and tools.choice != "auto":
+            return self.grammars.for_tool_calls(tools.tools, tools.choice, tools.parallel)
+        return self.grammars.for_response_format(response_format)
+
+    def submit(
+        self,
+        prompt_ids: list[int],
+        sampling: Sampling,
+        sink: Sink,
+        grammar: str | None = None,
+        tools: ToolUse | None = None,
+    ) -> None:
+        """Queue one request (its n choices) or refuse it at once: never blocks."""
+        check_sampling(
+            sampling, self.limits.max_completion_tokens, self.limits.slots, self.vocab_size
+        )
+        request = Request(prompt_ids, sampling, sink, tools)
+        for i in range(sampling.n):
+            seed = sampling.seed if i == 0 or sampling.seed is None else [sampling.seed, i]
+            matcher = None if grammar is None else self.grammars.matcher(grammar)
+            pipeline = LogitsPipeline(sampling, prompt_ids, self.stop_ids, matcher)
+            stops = TextStops(sampling, TOOL_CALL_OPEN if tools else None)
+            seq = Sequence(request, i, np.random.default_rng(seed), pipeline, stops)
+            if self.fail_on_seed is not None and sampling.seed == self.fail_on_seed:
+                seq.fail_after = 3
+            request.choices.append(seq)
+        request.open = sampling.n
         if self._stopped():  # no new sequence once a stop is announced
             raise _shutting_down()
         with self._lock:
             if self._stopping:
                 raise _shutting_down()
-            in_system = len(self._queue) + len(self._rows) + len(self._admitting)
-            if in_system >= self.limits.slots + self.limits.queue:
+            if self._in_system() + sampling.n > self.limits.slots + self.limits.queue:
                 self.metrics.rejected()
                 raise GenerationError(
                     "overloaded",
-                    f"{len(self._rows)} sequences are generating and {len(self._queue)} wait; "
-                    "try again shortly",
+                    f"{len(self._rows)} sequences are generating and {len(self._queue)} "
+                    "requests wait; try again shortly",
                 )
-            # Sent under the lock, before the loop can see the sequence: the admission
-            # response always comes before the first token.
-            sink.admitted(len(prompt_ids))
-            self._queue.append(seq)
+            # Sent under the lock, before the loop can see the request: the admission
+            # response always comes before the first token. Prompt logprobs need the
+            # prefill: then the prefill sends it.
+            if sampling.prompt_logprobs is None:
+                sink.admitted(len(prompt_ids), None)
+            self._queue.append(request)
             self._report()
             self._lock.notify()
+
+    def _in_system(self) -> int:
+        return sum(len(r.choices) for r in self._queue) + self._slots_taken()
+
+    def _slots_taken(self) -> int:
+        return sum(len(r.choices) for r in self._admitting) + len(self._rows)
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -332,7 +315,10 @@ class ChatEngine:
             with self._lock:
                 # Counted until each has joined the batch (or ended), so that admission
                 # control never sees a slot as free while its prompt is being read.
-                while self._queue and len(self._rows) + len(self._admitting) < self.limits.slots:
+                while (
+                    self._queue
+                    and self._slots_taken() + len(self._queue[0].choices) <= self.limits.slots
+                ):
                     self._admitting.append(self._queue.popleft())
             self._report()
             while self._admitting and not self._stopped():
@@ -351,24 +337,24 @@ class ChatEngine:
         before it stops Triton). Only on a change: each is a call into Triton, and once
         Triton stops such a call can block the stub (so an idle finalize makes none)."""
         with self._lock:  # re-entrant: submit() reports under it too
-            now = (len(self._queue) + len(self._admitting), len(self._rows))
+            now = (self._in_system() - len(self._rows), len(self._rows))
             if now != self._reported:
                 self._reported = now
                 self.metrics.set_queued(now[0])
                 self.metrics.set_active(now[1])
 
     def _release(self) -> None:
-        """The loop has ended: each sequence still here gets its final error, and the
+        """The loop has ended: each request still here gets its final error, and the
         model session and the batch's cache are let go (the stub can exit at once)."""
         with self._lock:
             self._stopping = True
-            pending = [*self._admitting, *self._queue, *self._rows]
+            pending = [*self._admitting, *self._queue, *_requests(self._rows)]
             self._admitting, self._rows = [], []
             self._queue.clear()
-        self._past, self._mask = [], np.zeros((0, 0), dtype=np.int64)
+        self._cache.clear()
         self.session = None
-        for seq in pending:
-            seq.sink.fail(_shutting_down())
+        for request in pending:
+            self._fail(request, _shutting_down())
         self._report()  # after the final responses
 
     def _failure(self, exc: Exception) -> GenerationError:
@@ -379,11 +365,17 @@ class ChatEngine:
         self.metrics.failed()
         return GenerationError("internal", f"generation failed: {exc}")
 
-    def _guarded(self, fn: Callable[[Sequence], None], seq: Sequence) -> None:
+    def _fail(self, request: Request, error: GenerationError) -> None:
+        """An error ends the whole request, every choice: one final error response."""
+        if not request.ended:
+            request.ended = True
+            request.sink.fail(error)
+
+    def _guarded(self, fn: Callable[[Request], None], request: Request) -> None:
         try:
-            fn(seq)
-        except Exception as exc:  # one bad sequence must not take the loop down
-            seq.sink.fail(self._failure(exc))
+            fn(request)
+        except Exception as exc:  # one bad request must not take the loop down
+            self._fail(request, self._failure(exc))
 
     def _guarded_step(self) -> None:
         try:
@@ -393,63 +385,74 @@ class ChatEngine:
             # error (a final response), the loop goes on with the next arrivals.
             with self._lock:
                 rows, self._rows = self._rows, []
-            self._past, self._mask = [], np.zeros((0, 0), dtype=np.int64)
-            for seq in rows:
-                seq.sink.fail(self._failure(exc))
+            self._cache.clear()
+            for request in _requests(rows):
+                self._fail(request, self._failure(exc))
 
     def _drop_cancelled(self) -> None:
+        cancelled = {r for r in _requests(self._rows) if r.sink.cancelled()}
+        if not cancelled:
+            return
         keep = []
         for i, seq in enumerate(self._rows):
-            if seq.sink.cancelled():
+            if seq.request in cancelled:
                 self.metrics.cancelled()
-                seq.sink.finish("cancelled", "", len(seq.generated))
+                self._end(seq, "cancelled", "")
             else:
                 keep.append(i)
-        if len(keep) < len(self._rows):
-            self._keep_rows(keep)
+        self._keep_rows(keep)
 
-    def _prefill(self, seq: Sequence) -> None:
-        if seq.sink.cancelled():
+    def _prefill(self, request: Request) -> None:
+        if request.sink.cancelled():
             self.metrics.cancelled()
-            seq.sink.finish("cancelled", "", 0)
+            for seq in request.choices:
+                self._end(seq, "cancelled", "")
             return
-        n = len(seq.prompt_ids)
+        ids = request.prompt_ids
+        n = len(ids)
         feeds = {
-            "input_ids": np.array([seq.prompt_ids], dtype=np.int64),
+            "input_ids": np.array([ids], dtype=np.int64),
             "attention_mask": np.ones((1, n), dtype=np.int64),
             "position_ids": np.arange(n, dtype=np.int64)[None, :],
-            **self._empty_past(),
+            **self._cache.empty_past(),
         }
         logits, *present = self.session.run(None, feeds, self._run_options)
-        seq.position = n
-        if self._advance(seq, logits[0, -1]):
-            self._join(seq, present, np.ones((1, n), dtype=np.int64))
+        k = request.sampling.prompt_logprobs
+        if k is not None:
+            request.sink.admitted(n, self.token_text.prompt(logits[0], ids, k))
+        going = []
+        for seq in request.choices:
+            seq.position = n
+            if request.sampling.max_tokens == 0:  # scoring the prompt only
+                self._end(seq, "length", "")
+            elif self._advance(seq, logits[0, -1]):
+                going.append(seq)
+        if going:
+            self._join(going, present, np.ones((1, n), dtype=np.int64))
 
     def _step(self) -> None:
         rows = self._rows
-        feeds: dict[str, np.ndarray] = {
+        feeds = {
             "input_ids": np.array([[s.generated[-1]] for s in rows], dtype=np.int64),
-            "attention_mask": np.concatenate(
-                [self._mask, np.ones((len(rows), 1), dtype=np.int64)], axis=1
-            ),
             "position_ids": np.array([[s.position] for s in rows], dtype=np.int64),
+            **self._cache.step_feeds(len(rows)),
         }
-        for i, array in enumerate(self._past):
-            feeds[_past_name(i)] = array
         logits, *present = self.session.run(None, feeds, self._run_options)
         self.metrics.step(len(rows))
-        self._past, self._mask = present, feeds["attention_mask"]
+        self._cache.stepped(present, feeds["attention_mask"])
         keep = []
         for i, seq in enumerate(rows):
             seq.position += 1
+            if seq.request.ended:  # a sibling choice failed earlier in this step
+                continue
             try:
-                going = self._advance(seq, logits[i, -1])
+                if self._advance(seq, logits[i, -1]):
+                    keep.append(i)
             except Exception as exc:
                 self.metrics.failed()
-                seq.sink.fail(GenerationError("internal", f"generation failed: {exc}"))
-                going = False
-            if going:
-                keep.append(i)
+                self._fail(seq.request, GenerationError("internal", f"generation failed: {exc}"))
+        # A choice that went on before a sibling failed leaves with it.
+        keep = [i for i in keep if not rows[i].request.ended]
         if len(keep) < len(rows):
             self._keep_rows(keep)
 
@@ -457,144 +460,69 @@ class ChatEngine:
         """Sample one token, send it, and say whether the sequence goes on."""
         if seq.fail_after is not None and len(seq.generated) >= seq.fail_after:
             raise RuntimeError("test build: failure injected for this seed")
-        token = sample(logits, seq.sampling, seq.rng)
+        s = seq.request.sampling
+        token, logp = draw(seq.logits.adjust(logits), s, seq.rng, s.logprobs is not None)
         self.metrics.tokens(1)
         if token in self.stop_ids:
-            self._finish(seq, "stop")
+            self._end(seq, "stop")
             return False
+        seq.logits.accept(token)
         seq.generated.append(token)
+        count = len(seq.generated)
+        entries = None
+        if logp is not None and s.logprobs is not None:
+            entries = [self.token_text.generated(token, logp, s.logprobs)]
         text = self.tokenizer.decode(seq.generated, skip_special_tokens=True)
-        for stop in seq.sampling.stop:
-            at = text.find(stop, max(0, seq.sent_chars - len(stop)))
-            if at >= 0:
-                self._finish(seq, "stop", text[:at])
-                return False
-        end = len(text) - _held_back(text, seq.sampling.stop)
-        delta = text[seq.sent_chars : end] if end > seq.sent_chars else ""
-        seq.sent_chars = max(seq.sent_chars, end)
-        seq.sink.token(token, delta, len(seq.generated))
-        if len(seq.generated) >= seq.sampling.max_tokens or (
-            len(seq.prompt_ids) + len(seq.generated) >= self.limits.max_context
-        ):
-            self._finish(seq, "length", text)  # sends what was held back, if anything
+        at = seq.text.stop_at(text, count)
+        if at is not None:  # the token's response carries no text: the stop is cut
+            seq.request.sink.token(seq.index, token, "", count, entries)
+            self._end(seq, "stop", text[:at])
+            return False
+        seq.request.sink.token(seq.index, token, seq.text.delta(text), count, entries)
+        if seq.logits.finished():  # the grammar is complete: only EOS could follow
+            self._end(seq, "stop", text)
+            return False
+        if count >= s.max_tokens or len(seq.request.prompt_ids) + count >= self.limits.max_context:
+            self._end(seq, "length", text)  # sends what was held back, if anything
             return False
         return True
 
-    def _finish(self, seq: Sequence, reason: str, text: str | None = None) -> None:
+    def _end(self, seq: Sequence, reason: str, text: str | None = None) -> None:
+        """The choice's final response: the text held back, and its tool calls."""
+        request = seq.request
+        if request.ended:
+            return
         if text is None:
             text = self.tokenizer.decode(seq.generated, skip_special_tokens=True)
-        seq.sink.finish(reason, text[seq.sent_chars :], len(seq.generated))
-
-    # --- the batch's KV cache -----------------------------------------------------------
-
-    def _empty_past(self) -> dict[str, np.ndarray]:
-        return {_past_name(i): self._no_past for i in range(2 * self.layers)}
-
-    def _join(self, seq: Sequence, present: list[np.ndarray], mask: np.ndarray) -> None:
-        if not self._rows:
-            self._rows, self._past, self._mask = [seq], list(present), mask
-            return
-        width = max(self._mask.shape[1], mask.shape[1])
-        self._past = [
-            np.concatenate([_pad_left(old, width), _pad_left(new, width)], axis=0)
-            for old, new in zip(self._past, present, strict=True)
-        ]
-        self._mask = np.concatenate(
-            [_pad_left_2d(self._mask, width), _pad_left_2d(mask, width)], axis=0
+        rest, calls = text[seq.text.sent :], None
+        # Cut by max_tokens, the calls completed before the cut are still calls (a small
+        # model asked for parallel calls may start another and another): they are sent,
+        # and the finish reason stays "length" — the answer did not end by itself.
+        ended = reason in ("stop", "length")
+        if request.tools is not None and ended and TOOL_CALL_OPEN in rest:
+            rest, calls = parse_tool_calls(rest, request.tools.tools, request.tools.parallel)
+            reason = "tool_calls" if calls and reason == "stop" else reason
+        request.open -= 1
+        request.sink.finish(
+            seq.index, reason, rest, len(seq.generated), calls or None, request.open == 0
         )
-        self._rows.append(seq)
+
+    # --- the batch ------------------------------------------------------------------
+
+    def _join(self, seqs: list[Sequence], present: list[np.ndarray], mask: np.ndarray) -> None:
+        """New rows (one prefill's choices: its cache repeated) at the batch's end."""
+        self._cache.join(present, mask, len(seqs), empty=not self._rows)
+        self._rows.extend(seqs)
 
     def _keep_rows(self, keep: list[int]) -> None:
-        if not keep:
-            self._rows, self._past = [], []
-            self._mask = np.zeros((0, 0), dtype=np.int64)
-            return
-        index = np.array(keep)
         self._rows = [self._rows[i] for i in keep]
-        mask = self._mask[index]
-        # Columns that are padding for every remaining row are dropped.
-        first = int(np.argmax(mask.any(axis=0)))
-        self._mask = np.ascontiguousarray(mask[:, first:])
-        self._past = [np.ascontiguousarray(p[index][:, :, first:, :]) for p in self._past]
+        self._cache.keep(keep)
+
+
+def _requests(rows: list[Sequence]) -> list[Request]:
+    """The requests of these rows, each once, in order."""
+    return list(dict.fromkeys(seq.request for seq in rows))
 
 
 def _shutting_down() -> GenerationError:
     return GenerationError("overloaded", "the model is shutting down")
-
-
-def _run_options() -> Any:
-    import onnxruntime as ort
-
-    return ort.RunOptions()
-
-
-def _past_name(i: int) -> str:
-    return f"past_key_values.{i // 2}.{'key' if i % 2 == 0 else 'value'}"
-
-
-def _pad_left(array: np.ndarray, width: int) -> np.ndarray:
-    missing = width - array.shape[2]
-    if missing == 0:
-        return array
-    return np.pad(array, ((0, 0), (0, 0), (missing, 0), (0, 0)))
-
-
-def _pad_left_2d(mask: np.ndarray, width: int) -> np.ndarray:
-    missing = width - mask.shape[1]
-    return mask if missing == 0 else np.pad(mask, ((0, 0), (missing, 0)))
-
-
-def _session(path: Path, threads: int, provider: str) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    # Spinning helps only on an idle machine; the frontend and Triton share these cores.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    providers = ["CPUExecutionProvider"]
-    if provider == "cuda":
-        if "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        else:
-            print("chat: onnxruntime has no CUDA provider here; decoding on the CPU")
-    return ort.InferenceSession(str(path), options, providers=providers)
-
-
-class Collector:
-    """A sink that keeps everything (build-time parity, tests, benchmarks)."""
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.prompt_tokens = 0
-        self.pieces: list[str] = []
-        self.generated_ids: list[int] = []
-        self.reason = ""
-        self.completion_tokens = 0
-        self.error: GenerationError | None = None
-        self.cancel_requested = False
-
-    def admitted(self, prompt_tokens: int) -> None:
-        self.prompt_tokens = prompt_tokens
-
-    def token(self, token_id: int, text: str, completion_tokens: int) -> None:
-        self.generated_ids.append(token_id)
-        self.pieces.append(text)
-        self.completion_tokens = completion_tokens
-
-    def finish(self, reason: str, text: str, completion_tokens: int) -> None:
-        self.pieces.append(text)
-        self.reason, self.completion_tokens = reason, completion_tokens
-        self.done.set()
-
-    def fail(self, error: GenerationError) -> None:
-        self.error = error
-        self.done.set()
-
-    def cancelled(self) -> bool:
-        return self.cancel_requested
-
-    @property
-    def text(self) -> str:
-        return "".join(self.pieces)

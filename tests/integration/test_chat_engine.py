@@ -7,8 +7,10 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 
+from export.runtime.decoder import KVCache
 from export.runtime.generation import ChatEngine, Collector, Limits, Metrics, Sampling
 
 pytestmark = pytest.mark.integration
@@ -120,3 +122,131 @@ def test_overload_is_refused_at_once(version_dir):
     assert all(s.done.wait(60) and s.reason == "length" for s in sinks)
     engine.stop()
     assert not any(t.name == "chat-decode" and t.is_alive() for t in threading.enumerate())
+
+
+# --- logprobs, n, penalties, bias, echo (issue 14) ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def engine(version_dir):
+    engine = ChatEngine(version_dir, Limits(slots=4, queue=8)).start()
+    yield engine
+    engine.stop()
+
+
+def reference_logprobs(engine: ChatEngine, ids: list[int]) -> np.ndarray:
+    """log-softmax (float64) of the model's logits at every position of `ids`, from one
+    run over the whole sequence without a KV cache."""
+    session = engine.session
+    feeds = {
+        "input_ids": np.array([ids], dtype=np.int64),
+        "attention_mask": np.ones((1, len(ids)), dtype=np.int64),
+        "position_ids": np.arange(len(ids), dtype=np.int64)[None, :],
+        **KVCache(engine.session, engine.layers).empty_past(),
+    }
+    logits = session.run(["logits"], feeds)[0][0].astype(np.float64)
+    top = logits.max(axis=1, keepdims=True)
+    return logits - top - np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
+
+
+def finished(sink: Collector) -> Collector:
+    assert sink.done.wait(120) and sink.error is None, sink.error
+    return sink
+
+
+def test_greedy_logprobs_equal_a_full_recomputation(engine):
+    for prompt in PROMPTS:
+        ids = engine.encode_prompt(None, [{"role": "user", "content": prompt}])
+        sink = Collector()
+        engine.submit(ids, Sampling(max_tokens=8, logprobs=3), sink)
+        choice = finished(sink).choices[0]
+        reference = reference_logprobs(engine, ids + choice.generated_ids)
+        assert len(choice.logprobs) == len(choice.generated_ids) == 8
+        for k, entry in enumerate(choice.logprobs):
+            row = reference[len(ids) - 1 + k]
+            assert entry["id"] == choice.generated_ids[k] == int(np.argmax(row))
+            assert entry["logprob"] == pytest.approx(row[entry["id"]], abs=1e-4)
+            tops = entry["top_logprobs"]
+            assert len(tops) == 3 and tops[0]["id"] == entry["id"]
+            assert [t["logprob"] for t in tops] == sorted(
+                (t["logprob"] for t in tops), reverse=True
+            )
+            for t in tops:
+                assert t["logprob"] == pytest.approx(row[t["id"]], abs=1e-4)
+            text = engine.tokenizer.decode([entry["id"]])
+            assert entry["token"] == text
+        joined = b"".join(bytes(e["bytes"]) for e in choice.logprobs)
+        assert joined.decode("utf-8", errors="replace") == choice.text
+
+
+def test_n_choices_share_a_prefill_are_reproducible_and_choice_0_is_the_single_answer(engine):
+    ids = engine.encode_prompt(None, [{"role": "user", "content": PROMPTS[2]}])
+
+    def choices(n: int) -> list[list[int]]:
+        sink = Collector()
+        engine.submit(ids, Sampling(max_tokens=8, temperature=1.0, seed=7, n=n), sink)
+        got = finished(sink).choices
+        assert sorted(got) == list(range(n))
+        assert all(c.reason and c.completion_tokens == len(c.generated_ids) for c in got.values())
+        return [got[i].generated_ids for i in range(n)]
+
+    first, again = choices(3), choices(3)
+    assert first == again  # choice by choice, for the same seed
+    assert choices(1) == first[:1]
+    assert len({tuple(c) for c in first}) > 1  # each choice draws from its own generator
+
+
+def longest_repeat_count(ids: list[int]) -> int:
+    return max(ids.count(t) for t in set(ids))
+
+
+def test_frequency_penalty_reduces_repeats(engine):
+    prompt = "Repeat the word hello again and again: hello hello hello hello"
+    ids = engine.encode_prompt(None, [{"role": "user", "content": prompt}])
+    outputs = {}
+    for penalty in (0.0, 2.0):
+        sink = Collector()
+        engine.submit(ids, Sampling(max_tokens=24, frequency_penalty=penalty), sink)
+        outputs[penalty] = finished(sink).generated_ids
+    assert longest_repeat_count(outputs[2.0]) < longest_repeat_count(outputs[0.0]), outputs
+
+
+def test_logit_bias_minus_100_bans_the_greedy_first_token(engine):
+    ids = engine.encode_prompt(None, [{"role": "user", "content": PROMPTS[0]}])
+    plain = Collector()
+    engine.submit(ids, Sampling(max_tokens=2), plain)
+    first = finished(plain).generated_ids[0]
+    banned = Collector()
+    engine.submit(ids, Sampling(max_tokens=2, logit_bias=((first, -100.0),)), banned)
+    other = finished(banned).generated_ids[0]
+    assert other != first
+    # The new first token is the runner-up of the unbanned distribution.
+    row = reference_logprobs(engine, ids)[-1]
+    row[first] = -np.inf
+    assert other == int(np.argmax(row))
+
+
+def test_prompt_logprobs_equal_the_reference_and_max_tokens_0_scores_only(engine):
+    ids = engine.encode_prompt("The capital of France is Paris, and the capital of Spain is", None)
+    reference = reference_logprobs(engine, ids)
+    scored = Collector()
+    engine.submit(ids, Sampling(max_tokens=0, prompt_logprobs=2), scored)
+    finished(scored)
+    assert (scored.reason, scored.completion_tokens, scored.generated_ids) == ("length", 0, [])
+    entries = scored.prompt_logprobs
+    assert entries is not None and [e["id"] for e in entries] == ids
+    assert entries[0]["logprob"] is None and entries[0]["top_logprobs"] == []
+    for j in range(1, len(ids)):
+        row = reference[j - 1]
+        assert entries[j]["logprob"] == pytest.approx(row[ids[j]], abs=1e-4)
+        tops = entries[j]["top_logprobs"]
+        assert [t["id"] for t in tops] == [int(i) for i in np.argsort(-row)[:2]]
+    # With tokens too: the same prompt entries, then the generation.
+    echoed = Collector()
+    engine.submit(ids, Sampling(max_tokens=3, prompt_logprobs=2), echoed)
+    finished(echoed)
+    assert echoed.completion_tokens == 3 and echoed.prompt_tokens == len(ids)
+    assert echoed.prompt_logprobs is not None
+    assert [e["id"] for e in echoed.prompt_logprobs] == ids
+    got = [e["logprob"] for e in echoed.prompt_logprobs[1:]]
+    assert got == pytest.approx([e["logprob"] for e in entries[1:]], abs=1e-6)

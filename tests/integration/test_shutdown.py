@@ -173,6 +173,39 @@ def test_triton_stops_at_once_with_uncancelled_generations_in_flight(repository,
     assert any("successfully unloaded 'chat'" in line for line in lines)
 
 
+def test_triton_stopped_by_someone_else_ends_its_generations(repository, tmp_path):
+    """SIGTERM straight to tritonserver (an orchestrator's, not the launcher's stop: no
+    stop file): the chat model's readiness watch hears Triton's HTTP endpoint say no and
+    ends the generations, so Triton exits cleanly instead of waiting out its exit
+    timeout."""
+    lines: list[str] = []
+    server = EmbeddedTriton(_chat_only(repository, tmp_path), free_ports(), log_sink=lines.append)
+    server.start(ready_timeout=180)
+    generations = []
+    try:
+        generations = [DirectGeneration(server.grpc_url, i) for i in range(2)]
+        wait_for(lambda: all(g.tokens >= 3 for g in generations), "2 generating", 120)
+        assert server.process is not None
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        code = server.process.wait(STOP_WITHIN_S + 30)
+        took = time.monotonic() - started
+        announced = server.stop_file.exists()
+    finally:
+        server.stop()
+        for g in generations:
+            g.close()
+    print(f"Triton SIGTERMed with 2 generations in flight exited in {took:.2f} s ({code})")
+    assert not announced  # the launcher announced nothing: the watch did it
+    assert code == 0  # not SIGKILLed after its 30 s exit timeout
+    assert took < STOP_WITHIN_S
+    assert all(g.ended.wait(5) for g in generations)
+    assert all("shutting down" in (g.final or "") for g in generations), [
+        g.final for g in generations
+    ]
+    assert not any("lock_exception" in line for line in lines)
+
+
 # --- the whole stack -------------------------------------------------------------------
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-import export.runtime.generation as engine
+import export.runtime.sampling as engine
 import frontend.schemas.chat as schema
-from export.runtime.generation import GenerationError, Sampling, check_sampling
+from export.runtime.failures import GenerationError
+from export.runtime.sampling import Sampling, check_sampling
 from frontend.schemas.chat import ChatCompletionRequest
+from frontend.schemas.common import Refused
 
 USER = [{"role": "user", "content": "hi"}]
 MAX_COMPLETION = 64
@@ -25,6 +27,14 @@ def test_the_two_sides_name_the_same_numbers():
         "MAX_TOP_P",
         "MIN_TOP_K",
         "MAX_STOP_SEQUENCES",
+        "MAX_N",
+        "MAX_LOGPROBS",
+        "MIN_PENALTY",
+        "MAX_PENALTY",
+        "MAX_REPETITION_PENALTY",
+        "MAX_LOGIT_BIAS",
+        "MIN_BIAS",
+        "MAX_BIAS",
     ):
         assert getattr(schema, name) == getattr(engine, name), name
     # The schema takes any seed modulo 2**63; the model takes 0 .. 2**63 - 1.
@@ -43,6 +53,14 @@ def _sampling(body: ChatCompletionRequest) -> Sampling:
         top_k=body.top_k,
         seed=body.seed,
         stop=body.stop_sequences(),
+        n=body.n,
+        logprobs=body.logprobs_count(),
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        repetition_penalty=body.repetition_penalty,
+        logit_bias=body.logit_bias_pairs(),
+        min_tokens=body.min_tokens,
+        ignore_eos=body.ignore_eos,
     )
 
 
@@ -59,12 +77,24 @@ EDGES = [
     {"seed": 2**64 + 5},
     {"max_tokens": 1},
     {"max_tokens": MAX_COMPLETION},
+    {"n": schema.MAX_N},
+    {"logprobs": True, "top_logprobs": schema.MAX_LOGPROBS},
+    {"logprobs": True},
+    {"presence_penalty": schema.MIN_PENALTY, "frequency_penalty": schema.MAX_PENALTY},
+    {"repetition_penalty": schema.MAX_REPETITION_PENALTY},
+    {"repetition_penalty": 1e-9},
+    {"logit_bias": {str(i): schema.MIN_BIAS for i in range(schema.MAX_LOGIT_BIAS)}},
+    {"logit_bias": {"0": schema.MAX_BIAS}},
+    {"min_tokens": 4, "max_tokens": 4},
+    {"ignore_eos": True},
 ]
 
 
 @pytest.mark.parametrize("fields", EDGES)
 def test_what_the_schema_accepts_the_model_accepts(fields):
-    check_sampling(_sampling(_request(**fields)), MAX_COMPLETION)
+    # The served model's slots (8) bound n no lower than MAX_N; its vocabulary is the
+    # model's own (the schema cannot know it: the service checks the ids).
+    check_sampling(_sampling(_request(**fields)), MAX_COMPLETION, slots=8, vocab_size=49152)
 
 
 OUTSIDE = [
@@ -75,12 +105,23 @@ OUTSIDE = [
     {"top_k": schema.MIN_TOP_K - 1},
     {"stop": ["s"] * (schema.MAX_STOP_SEQUENCES + 1)},
     {"stop": [""]},
+    {"n": schema.MAX_N + 1},
+    {"n": 0},
+    {"logprobs": True, "top_logprobs": schema.MAX_LOGPROBS + 1},
+    {"presence_penalty": schema.MAX_PENALTY + 0.01},
+    {"frequency_penalty": schema.MIN_PENALTY - 0.01},
+    {"repetition_penalty": 0},
+    {"repetition_penalty": schema.MAX_REPETITION_PENALTY + 0.01},
+    {"logit_bias": {"5": schema.MAX_BIAS + 0.5}},
+    {"logit_bias": {"5": schema.MIN_BIAS - 0.5}},
+    {"logit_bias": {str(i): 1 for i in range(schema.MAX_LOGIT_BIAS + 1)}},
+    {"min_tokens": 5, "max_tokens": 4},
 ]
 
 
 @pytest.mark.parametrize("fields", OUTSIDE)
 def test_what_the_model_refuses_the_schema_refuses_first(fields):
-    with pytest.raises(ValidationError):
+    with pytest.raises((ValidationError, Refused)):  # a field's bound, or a cross-field rule
         _request(**fields)
     raw = {
         "max_tokens": 1,
@@ -91,6 +132,10 @@ def test_what_the_model_refuses_the_schema_refuses_first(fields):
         **fields,
     }
     raw["stop"] = tuple(raw["stop"])
+    if "logprobs" in raw:  # the chat form: logprobs true + top_logprobs k
+        raw["logprobs"] = raw.pop("top_logprobs", 0)
+    if "logit_bias" in raw:
+        raw["logit_bias"] = tuple((int(k), float(v)) for k, v in raw["logit_bias"].items())
     with pytest.raises(GenerationError) as refused:
         check_sampling(Sampling(**raw), MAX_COMPLETION)
     assert refused.value.code == "invalid"

@@ -2,6 +2,7 @@
 
     InfergateError                          500 internal_error
     ├── BadRequest                          400 bad_request
+    │   ├── InvalidRequest                  400 validation_error       (see below)
     │   ├── JsonTooDeep                     400 json_too_deep
     │   ├── PromptTooLong                   400 prompt_too_long
     │   └── DuplicateJsonKey                400 duplicate_json_key
@@ -29,15 +30,37 @@
     ├── DeadlineExceeded                    504 deadline_exceeded
     └── UpstreamError                       502 upstream_error
 
-Every error leaves as {"error": {"code", "message", "request_id", "details"}}; the
-message is written for the client and never carries an exception class or traceback.
+Every error leaves as {"error": {"message", "type", "param", "code", "request_id",
+"details"}}: OpenAI's envelope (message, type, param, code) plus ours. The message is
+written for the client and never carries an exception class or traceback. `type` follows
+the status (ERROR_TYPES: OpenAI's names; every other 4xx is invalid_request_error, every
+5xx server_error); `param` is the request field at fault as a dotted path without the
+leading "body" (e.g. "messages.0.content"), or null.
+
+On the OpenAI routes (/v1/chat/completions, /v1/completions, /v1/embeddings) invalid input
+is 400, as OpenAI answers it: InputInvalid (422) leaves there as InvalidRequest, the same
+code and details (handlers.OPENAI_PATHS). A request schema's rule across fields
+(schemas.common.Refused, raised while the body is validated) is InvalidRequest too.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import orjson
+
+# OpenAI's error types by status; any other 4xx is a request error, any 5xx the server's.
+ERROR_TYPES: Final[dict[int, str]] = {
+    401: "authentication_error",
+    403: "permission_error",
+    429: "rate_limit_error",
+}
+
+
+def error_type(status: int) -> str:
+    if status >= 500:
+        return "server_error"
+    return ERROR_TYPES.get(status, "invalid_request_error")
 
 
 class InfergateError(Exception):
@@ -45,10 +68,17 @@ class InfergateError(Exception):
     code = "internal_error"
     retry_after: int | None = None
 
-    def __init__(self, message: str = "internal error", details: Any = None) -> None:
+    def __init__(
+        self, message: str = "internal error", details: Any = None, *, param: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        self.param = param
+
+    @property
+    def type(self) -> str:
+        return error_type(self.status)
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
@@ -56,6 +86,13 @@ class InfergateError(Exception):
 
 class BadRequest(InfergateError):
     status, code = 400, "bad_request"
+
+
+class InvalidRequest(BadRequest):
+    """A request that fails validation on an OpenAI route: OpenAI answers 400 where the
+    rest of this API answers 422 (InputInvalid), with the same code and details."""
+
+    code = "validation_error"
 
 
 class JsonTooDeep(BadRequest):
@@ -213,8 +250,10 @@ def envelope(error: InfergateError, request_id: str | None) -> bytes:
     return orjson.dumps(
         {
             "error": {
-                "code": error.code,
                 "message": error.message,
+                "type": error.type,
+                "param": error.param,
+                "code": error.code,
                 "request_id": request_id,
                 "details": error.details,
             }

@@ -18,12 +18,8 @@ from ..deps import (
     RequestIdDep,
     SettingsDep,
 )
-from ..schemas.chat import (
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-    CompletionRequest,
-    CompletionResponse,
-)
+from ..schemas.chat import ChatCompletionRequest, CompletionRequest
+from ..schemas.chat_responses import ChatCompletionResponse, CompletionResponse
 from ..schemas.common import error_responses
 from ..services import openai_shapes
 from ..services.generation import Generation

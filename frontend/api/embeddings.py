@@ -22,7 +22,8 @@ router = APIRouter(prefix="/v1", tags=["embeddings"])
 @router.post(
     "/embeddings",
     response_model=EmbeddingResponse,
-    responses=error_responses(400, 401, 403, 404, 413, 422, 429, 503, 504),
+    # Invalid input is 400 here, as OpenAI answers it (handlers.OPENAI_PATHS), not 422.
+    responses=error_responses(400, 401, 403, 404, 413, 429, 503, 504),
     summary="OpenAI-compatible embeddings",
 )
 async def create_embeddings(

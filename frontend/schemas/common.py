@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
 
 class Strict(BaseModel):
@@ -33,9 +43,64 @@ Integer = Annotated[int, _WHOLE]
 PositiveInteger = Annotated[int, Field(ge=1), _WHOLE]
 
 
+@dataclass(frozen=True)
+class NullIs:
+    """`Annotated[float, NullIs(1.0)]`: JSON null means the default. OpenAI documents its
+    options as nullable and clients send `"temperature": null` for "unset"; the field
+    still holds a float (the service never sees None), and the OpenAPI says null too."""
+
+    default: Any
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        default = self.default
+        return core_schema.no_info_before_validator_function(
+            lambda value: default if value is None else value, handler(source)
+        )
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        inner = handler(schema)
+        # `"type": ["number", "null"]` keeps the bounds where readers look for them.
+        if isinstance(inner.get("type"), str):
+            return {**inner, "type": [inner["type"], "null"]}
+        return {"anyOf": [inner, {"type": "null"}]}
+
+
+class Refused(Exception):
+    """A request the schema refuses by a rule that spans fields (or names one item of a
+    list), raised from a validator with the field at fault. Not a ValueError on purpose:
+    pydantic lets it through as it is, and the app answers it 400 with `param` (handlers;
+    schemas sit below errors, so this is their own). `param` is a dotted path as the
+    client wrote it ("messages.2.content"); the message starts with it."""
+
+    def __init__(self, param: str, why: str) -> None:
+        super().__init__(f"{param}: {why}")
+        self.param = param
+        self.why = why
+
+    @property
+    def message(self) -> str:
+        return f"{self.param}: {self.why}"
+
+    def loc(self) -> list[str | int]:
+        return ["body", *(int(p) if p.isdigit() else p for p in self.param.split("."))]
+
+
 class ErrorBody(BaseModel):
-    code: str = Field(examples=["model_not_found"])
     message: str = Field(examples=["model 'intnet' is not served"])
+    type: str = Field(
+        examples=["invalid_request_error"],
+        description="OpenAI's error type, from the status: invalid_request_error, "
+        "authentication_error, permission_error, rate_limit_error or server_error.",
+    )
+    param: str | None = Field(
+        examples=["messages.0.content"],
+        description="The request field at fault (a dotted path), when one is.",
+    )
+    code: str = Field(examples=["model_not_found"])
     request_id: str | None = Field(examples=["9f1c2e7a4b3d4e5f8a9b0c1d2e3f4a5b"])
     details: Any = Field(None, examples=[{"available": ["embed", "intent", "sentiment"]}])
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class VersionInfo(BaseModel):
@@ -22,6 +22,9 @@ class VersionInfo(BaseModel):
 class ModelInfo(BaseModel):
     id: str
     object: str = "model"
+    # OpenAI's model fields: when the served (default) version was built, and whose it is.
+    created: int = Field(description="Unix time the default version was built.")
+    owned_by: str = "infergate"
     task: str
     description: str
     default_version: str

@@ -4,9 +4,11 @@
 size (checked here, before the model's single instance spends time tokenizing it), the
 model and its token limit (the sampling bounds are the request schema's), the gRPC
 stream, the model's admission (bad prompt → 400, full → 503), the token reservation
-(429). After them, `updates()` yields the model's responses and `close()` (idempotent,
-shielded) cancels the stream if it is still open and settles the tokens actually used —
-on success, error or client disconnect alike. The OpenAI shapes are `openai_shapes.py`'s.
+(429: the prompt and `n` times max_tokens, the most the call can use). After them,
+`updates()` yields the model's responses of every choice, interleaved, and `close()`
+(idempotent, shielded) cancels the stream if it is still open and settles the tokens
+actually used (the prompt once, every choice's completion) — on success, error or client
+disconnect alike. The OpenAI shapes are `openai_shapes.py`'s.
 """
 
 from __future__ import annotations
@@ -16,16 +18,24 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..auth.principal import Principal
 from ..catalog import Catalog
 from ..context import RequestContext
-from ..errors import BadRequest, InfergateError, PromptTooLong
+from ..errors import BadRequest, InfergateError, PromptTooLong, UpstreamError
 from ..observability.metrics import Metrics
 from ..ratelimit.quota import Reservation, TokenQuota
-from ..schemas.chat import ChatCompletionRequest, CompletionRequest, SamplingFields, Usage
+from ..schemas.chat import ChatCompletionRequest, CompletionRequest, SamplingFields
+from ..schemas.chat_responses import Usage
 from ..settings import GenerationSettings
-from ..triton.client import GenerationParams, GenerationStep, GenerationStream, TritonClient
+from ..triton.client import (
+    GenerationParams,
+    GenerationStep,
+    GenerationStream,
+    LogprobEntry,
+    TritonClient,
+)
 
 TASK = "text-generation"
 
@@ -41,17 +51,31 @@ class Generation:
     metrics: Metrics
     quota: TokenQuota | None = None
     reservation: Reservation | None = None
-    completion_tokens: int = 0
-    finish_reason: str = ""
+    n: int = 1
+    # What the answer shows besides the text: the tokens' logprob entries, and (echo,
+    # completions) the prompt in front of each choice's text with the prompt's entries.
+    show_logprobs: bool = False
+    echo: str | None = None
+    prompt_logprobs: list[LogprobEntry] | None = None
+    choice_tokens: list[int] = field(default_factory=list)  # completion tokens per choice
+    finish_reasons: list[str] = field(default_factory=list)  # "" until the choice ends
     # The request's context, told the token counts as they grow (the usage ledger reads
     # them when the request ends, after a stream's last frame, or a client that left).
     usage_to: RequestContext | None = None
     _closed: bool = False
     _outcome: str = field(default="disconnected")
 
+    def __post_init__(self) -> None:
+        self.choice_tokens = self.choice_tokens or [0] * self.n
+        self.finish_reasons = self.finish_reasons or [""] * self.n
+
     @property
     def version(self) -> str:
         return self.stream.version
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(self.choice_tokens)
 
     def report_to(self, ctx: RequestContext) -> None:
         """Keep `ctx`'s token counts equal to this generation's, from now to its end."""
@@ -59,31 +83,36 @@ class Generation:
         ctx.prompt_tokens, ctx.completion_tokens = self.prompt_tokens, self.completion_tokens
 
     async def updates(self) -> AsyncIterator[GenerationStep]:
-        """Token responses then the final one; raises InfergateError mid-stream."""
+        """Every choice's token responses and final ones, as the model interleaves them
+        (`step.index` names the choice); raises InfergateError mid-stream."""
         metrics, model = self.metrics, self.model
-        last = None
+        first = True
+        last: dict[int, float] = {}  # per choice: the time of its latest token
         try:
             while True:
                 update = await self.stream.next()
                 if update is None:
                     return
-                now = time.monotonic()
-                if update.completion_tokens > self.completion_tokens:
-                    new = update.completion_tokens - self.completion_tokens
+                now, i = time.monotonic(), update.index
+                if not 0 <= i < self.n:
+                    raise UpstreamError(f"model {model!r} answered for choice {i} of {self.n}")
+                if update.completion_tokens > self.choice_tokens[i]:
+                    new = update.completion_tokens - self.choice_tokens[i]
                     metrics.generated_tokens.labels(model, "completion").inc(new)
-                    if last is None:
+                    if first:
                         metrics.ttft.labels(model).observe(now - self.started)
-                    else:
-                        metrics.inter_token.labels(model).observe((now - last) / new)
-                    last = now
-                    self.completion_tokens = update.completion_tokens
+                        first = False
+                    elif i in last:
+                        metrics.inter_token.labels(model).observe((now - last[i]) / new)
+                    last[i] = now
+                    self.choice_tokens[i] = update.completion_tokens
                     if self.usage_to is not None:
-                        self.usage_to.completion_tokens = update.completion_tokens
+                        self.usage_to.completion_tokens = self.completion_tokens
                 if update.finish_reason:
-                    self.finish_reason = update.finish_reason
+                    self.finish_reasons[i] = update.finish_reason
                     self._outcome = update.finish_reason
                 yield update
-                if update.finish_reason:
+                if self.stream.finished:
                     return
         except InfergateError:
             self._outcome = "error"
@@ -109,6 +138,15 @@ class Generation:
         )
 
 
+@dataclass(frozen=True)
+class _Shown:
+    """What a route's answer shows besides the generated text (see Generation)."""
+
+    logprobs: bool = False
+    echo: bool = False
+    echo_text: str | None = None  # the prompt as sent; None: joined from its entries
+
+
 class GenerationService:
     def __init__(
         self,
@@ -127,12 +165,25 @@ class GenerationService:
     async def chat(
         self, body: ChatCompletionRequest, principal: Principal, request_id: str
     ) -> Generation:
-        self._check_prompt_chars(sum(len(m.content) for m in body.messages))
-        requested = body.max_completion_tokens or body.max_tokens
-        return await self._start(
+        self._check_prompt_chars(body.prompt_chars())
+        requested = body.requested_max_tokens()  # max_completion_tokens, else max_tokens
+        alias = body.max_completion_tokens
+        logprobs = body.logprobs_count()
+        params = _params(
             body,
-            max_tokens=requested or self.settings.default_chat_max_tokens,
-            messages=[m.model_dump() for m in body.messages],
+            self.settings.default_chat_max_tokens if requested is None else requested,
+            logprobs=logprobs,
+            response_format=body.response_format_json(),
+            tools=body.tools_json(),
+            tool_choice=body.tool_choice_json(),
+            parallel_tool_calls=body.parallel_tool_calls,
+        )
+        return await self._start(
+            body.model,
+            params,
+            _Shown(logprobs=logprobs is not None),
+            messages=body.engine_messages(),
+            max_tokens_param="max_tokens" if alias is None else "max_completion_tokens",
             principal=principal,
             request_id=request_id,
             id_prefix="chatcmpl",
@@ -141,12 +192,31 @@ class GenerationService:
     async def complete(
         self, body: CompletionRequest, principal: Principal, request_id: str
     ) -> Generation:
-        prompt = body.prompt_text()  # one, non-empty: the schema says so
-        self._check_prompt_chars(len(prompt))
-        return await self._start(
+        prompt = body.prompt_input()  # one, non-empty: the schema says so
+        text = prompt if isinstance(prompt, str) else None
+        # Token ids are not tokenized (what the character cap spares the model); the
+        # model's own prompt-token limit bounds them.
+        self._check_prompt_chars(0 if text is None else len(text))
+        echo, logprobs = body.echo, body.logprobs
+        # Echo of a token-id prompt needs its text, which only the prompt's logprob entries
+        # carry (their tokens' bytes): asked for with no alternatives even when the answer
+        # does not show them.
+        prompt_logprobs = None
+        if echo and (logprobs is not None or text is None):
+            prompt_logprobs = logprobs or 0
+        requested = body.requested_max_tokens()  # 0 (score the prompt): echo and logprobs
+        params = _params(
             body,
-            max_tokens=body.max_tokens or self.settings.default_completion_max_tokens,
-            prompt=prompt,
+            self.settings.default_completion_max_tokens if requested is None else requested,
+            logprobs=logprobs,
+            prompt_logprobs=prompt_logprobs,
+        )
+        return await self._start(
+            body.model,
+            params,
+            _Shown(logprobs=logprobs is not None, echo=echo, echo_text=text),
+            prompt=text,
+            prompt_ids=None if isinstance(prompt, str) else prompt,
             principal=principal,
             request_id=request_id,
             id_prefix="cmpl",
@@ -162,39 +232,43 @@ class GenerationService:
 
     async def _start(
         self,
-        body: SamplingFields,
+        name: str,
+        params: GenerationParams,
+        shown: _Shown,
         *,
-        max_tokens: int,
         prompt: str | None = None,
-        messages: list[dict[str, str]] | None = None,
+        messages: list[dict[str, Any]] | None = None,
+        prompt_ids: list[int] | None = None,
         principal: Principal,
         request_id: str,
         id_prefix: str,
+        max_tokens_param: str = "max_tokens",
     ) -> Generation:
         started = time.monotonic()
-        model = self.catalog.get(body.model, task=TASK)
+        model = self.catalog.get(name, task=TASK)
         card = model.card(model.default_version)
+        max_tokens = params.max_tokens
         limit = card.max_completion_tokens or max_tokens
-        if max_tokens > limit:  # at least 1: the schema and the settings say so
+        if max_tokens > limit:  # at least 1 unless scoring: the schema and settings say so
             raise BadRequest(
-                f"max_tokens is {max_tokens}; model {body.model!r} generates 1 to {limit} "
+                f"max_tokens is {max_tokens}; model {name!r} generates 1 to {limit} "
                 "tokens per request",
                 details={"max_completion_tokens": limit},
+                param=max_tokens_param,
             )
-        params = GenerationParams(  # within their bounds: the schema checked them
-            max_tokens=max_tokens,
-            temperature=body.temperature,
-            top_p=body.top_p,
-            top_k=body.top_k,
-            seed=body.seed,
-            stop=body.stop_sequences(),
-        )
+        if card.slots is not None and params.n > card.slots:
+            raise BadRequest(
+                f"n is {params.n}; model {name!r} generates at most {card.slots} choices at once",
+                details={"slots": card.slots},
+                param="n",
+            )
         stream = self.triton.generate(
             model.name,
             str(model.default_version),
             params,
             prompt=prompt,
             messages=messages,
+            prompt_ids=prompt_ids,
             request_id=request_id,
             timeout_s=self.settings.timeout_s,
             idle_timeout_s=self.settings.idle_timeout_s,
@@ -208,17 +282,28 @@ class GenerationService:
             stream=stream,
             started=started,
             metrics=self.metrics,
+            n=params.n,
+            show_logprobs=shown.logprobs,
         )
         try:
-            admitted = await stream.next(self.settings.admission_timeout_s)
+            # With the prompt's logprobs the model admits a request once it has read the
+            # prompt (the admission carries them), after any wait for a slot: then the
+            # stream's idle bound applies instead of the admission deadline.
+            scoring = params.prompt_logprobs is not None
+            admitted = await stream.next(None if scoring else self.settings.admission_timeout_s)
             if admitted is None:  # cannot happen: the stream ends only after a final
                 raise BadRequest("the model refused the request")
             generation.prompt_tokens = admitted.prompt_tokens
+            if shown.echo:
+                entries = admitted.prompt_logprobs or []
+                echo = shown.echo_text
+                generation.echo = echo_text(entries) if echo is None else echo
+                generation.prompt_logprobs = entries if shown.logprobs else None
             self.metrics.generated_tokens.labels(model.name, "prompt").inc(admitted.prompt_tokens)
             if self.quota is not None:
                 # Reserved once the prompt's length is known: the most this call can use.
                 generation.reservation = await self.quota.reserve(
-                    principal, admitted.prompt_tokens + max_tokens
+                    principal, admitted.prompt_tokens + params.n * max_tokens
                 )
                 generation.quota = self.quota
         except BaseException as exc:
@@ -226,3 +311,34 @@ class GenerationService:
             await generation.close()
             raise
         return generation
+
+
+def _params(body: SamplingFields, max_tokens: int, **route: Any) -> GenerationParams:
+    """The sampling both routes share (within their bounds: the schema checked them),
+    and the route's own options."""
+    return GenerationParams(
+        max_tokens=max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        top_k=body.top_k,
+        seed=body.seed,
+        stop=body.stop_sequences(),
+        n=body.n,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        repetition_penalty=body.repetition_penalty,
+        logit_bias=body.logit_bias_pairs(),
+        min_tokens=body.min_tokens,
+        ignore_eos=body.ignore_eos,
+        **route,
+    )
+
+
+def echo_text(entries: list[LogprobEntry]) -> str:
+    """A prompt's text from its logprob entries: their tokens' exact bytes joined (a
+    token alone may be part of a character), or the token texts where bytes are absent."""
+    raw = b"".join(
+        bytes(e["bytes"]) if e.get("bytes") is not None else str(e["token"]).encode()
+        for e in entries
+    )
+    return raw.decode("utf-8", errors="replace")

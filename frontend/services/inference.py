@@ -14,7 +14,7 @@ import numpy as np
 
 from ..cache.service import ResultCache
 from ..catalog import Catalog, ServedModel
-from ..errors import InfergateError, InputInvalid, ModelNotFound
+from ..errors import InfergateError, InputInvalid, InvalidRequest, ModelNotFound
 from ..observability.metrics import Metrics
 from ..routing.router import Decision, Router
 from ..routing.stats import RoutingStats
@@ -24,6 +24,7 @@ from ..settings import Settings
 from ..triton import tensors
 from ..triton.client import TritonClient
 from .texts import check_texts
+from .token_ids import decode_token_ids
 
 CLASSIFY, EMBED = "text-classification", "feature-extraction"
 # Where each task is served: named when a route is asked for another task's model.
@@ -235,11 +236,14 @@ class InferenceService:
         version = decision.version
         dim = model.card(version).embedding_dim
         if request.dimensions is not None and request.dimensions != dim:
-            raise InputInvalid(
+            raise InvalidRequest(
                 f"dimensions: model {request.model!r} produces {dim} dimensions",
                 details=[{"loc": ["body", "dimensions"], "msg": f"must be {dim} or omitted"}],
+                param="dimensions",
             )
-        texts = check_texts(request.input, self.settings.limits, "input")
+        texts = check_texts(
+            await self._input_texts(request, version), self.settings.limits, "input"
+        )
         triton_seconds = 0.0
 
         async def compute(indices: list[int]) -> list[Any]:
@@ -305,6 +309,16 @@ class InferenceService:
             ttl_s=self.cache.ttl_for(request.model),
             headers=decision.headers,
         )
+
+    async def _input_texts(self, request: EmbeddingRequest, version: int) -> str | list[str]:
+        """The input as text: token ids are decoded with the version's own tokenizer."""
+        text = request.text_input()
+        if text is not None:
+            return text
+        ids = request.token_ids() or []
+        version_dir = self.settings.triton.model_repository / request.model / str(version)
+        texts = await decode_token_ids(version_dir, request.model, ids, request.one_input())
+        return texts[0] if request.one_input() else texts
 
 
 def _predictions(

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from ..catalog import Catalog, ServedModel
 from ..routing.config import ModelRouting
 from ..routing.router import Router
 from ..triton.client import TritonClient
+
+OWNER = "infergate"
+
+
+@lru_cache(maxsize=256)
+def built_at(version_dir: Path) -> int:
+    """When a version was built: its directory's modification time (the card records no
+    build time), read once per process so that it never changes between two calls."""
+    try:
+        return int(version_dir.stat().st_mtime)
+    except OSError:
+        return 0
 
 
 def _version_states(index: list[dict[str, str]]) -> dict[tuple[str, str], dict[str, str]]:
@@ -19,6 +33,7 @@ def describe(
     states: dict[tuple[str, str], dict[str, str]],
     with_labels: bool,
     routing: ModelRouting,
+    repository: Path,
 ) -> dict[str, Any]:
     versions = []
     for version in sorted(model.cards):
@@ -44,6 +59,8 @@ def describe(
     return {
         "id": model.name,
         "object": "model",
+        "created": built_at(repository / model.name / str(default_version)),
+        "owned_by": OWNER,
         "task": model.task,
         "description": default.description,
         "default_version": str(default_version),
@@ -57,20 +74,26 @@ def describe(
 
 
 async def list_models(
-    catalog: Catalog, triton: TritonClient, router: Router, names: list[str] | None = None
+    catalog: Catalog,
+    triton: TritonClient,
+    router: Router,
+    repository: Path,
+    names: list[str] | None = None,
 ) -> dict[str, Any]:
     """Every served model, or only `names` (what the caller's key may use)."""
     states = _version_states(await triton.repository_index())
     listed = catalog.names() if names is None else names
     return {
         "object": "list",
-        "data": [describe(catalog.models[n], states, False, router.table[n]) for n in listed],
+        "data": [
+            describe(catalog.models[n], states, False, router.table[n], repository) for n in listed
+        ],
     }
 
 
 async def get_model(
-    catalog: Catalog, triton: TritonClient, router: Router, name: str
+    catalog: Catalog, triton: TritonClient, router: Router, repository: Path, name: str
 ) -> dict[str, Any]:
     model = catalog.get(name)
     states = _version_states(await triton.repository_index())
-    return describe(model, states, True, router.table[name])
+    return describe(model, states, True, router.table[name], repository)

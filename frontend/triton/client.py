@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import tritonclient.grpc.aio as grpcaio
@@ -26,6 +27,7 @@ from .generate import (
     GenerationParams,
     GenerationStep,
     GenerationStream,
+    LogprobEntry,
     open_stream,
     request_inputs,
 )
@@ -37,6 +39,7 @@ __all__ = [
     "GenerationStep",
     "GenerationStream",
     "InferResult",
+    "LogprobEntry",
     "TritonClient",
 ]
 
@@ -127,23 +130,25 @@ class TritonClient:
         params: GenerationParams,
         *,
         prompt: str | None = None,
-        messages: Sequence[Mapping[str, str]] | None = None,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        prompt_ids: Sequence[int] | None = None,
         request_id: str,
         timeout_s: float,
         idle_timeout_s: float,
     ) -> GenerationStream:
-        """A streamed generation (decoupled model) on the shared channel, of a raw prompt
-        or of chat messages (exactly one). `timeout_s` bounds the whole stream,
-        `idle_timeout_s` each wait for the next step."""
+        """A streamed generation (decoupled model) on the shared channel, of a raw prompt,
+        of chat messages or of a prompt as token ids (exactly one). `timeout_s` bounds the
+        whole stream, `idle_timeout_s` each wait for the next step."""
         messages_json = None if messages is None else json.dumps([dict(m) for m in messages])
         return open_stream(
             self._client,
             model,
             version,
-            request_inputs(prompt, messages_json, params),
+            request_inputs(prompt, messages_json, params, prompt_ids),
             request_id=request_id,
             timeout_s=timeout_s,
             idle_timeout_s=idle_timeout_s,
+            n=params.n,
         )
 
     async def server_ready(self) -> bool:

@@ -28,10 +28,39 @@ TOP_P: Final = "TOP_P"
 TOP_K: Final = "TOP_K"
 SEED: Final = "SEED"
 STOP: Final = "STOP"
+# Each sent only when it is not its neutral value (generate.py), so a plain request is
+# the same bytes it always was.
+PROMPT_IDS: Final = "PROMPT_IDS"
+N: Final = "N"
+LOGPROBS: Final = "LOGPROBS"
+PROMPT_LOGPROBS: Final = "PROMPT_LOGPROBS"
+PRESENCE_PENALTY: Final = "PRESENCE_PENALTY"
+FREQUENCY_PENALTY: Final = "FREQUENCY_PENALTY"
+REPETITION_PENALTY: Final = "REPETITION_PENALTY"
+LOGIT_BIAS: Final = "LOGIT_BIAS"
+MIN_TOKENS: Final = "MIN_TOKENS"
+IGNORE_EOS: Final = "IGNORE_EOS"
+RESPONSE_FORMAT: Final = "RESPONSE_FORMAT"
+TOOLS: Final = "TOOLS"
+TOOL_CHOICE: Final = "TOOL_CHOICE"
+PARALLEL_TOOL_CALLS: Final = "PARALLEL_TOOL_CALLS"
 GEN_TEXT: Final = "TEXT"
 PROMPT_TOKENS: Final = "PROMPT_TOKENS"
 COMPLETION_TOKENS: Final = "COMPLETION_TOKENS"
 FINISH_REASON: Final = "FINISH_REASON"
+INDEX: Final = "INDEX"
+TOKEN_LOGPROBS: Final = "TOKEN_LOGPROBS"
+TOOL_CALLS: Final = "TOOL_CALLS"
+
+GENERATION_INPUTS: Final = frozenset(
+    {PROMPT, MESSAGES, MAX_TOKENS, TEMPERATURE, TOP_P, TOP_K, SEED, STOP}
+    | {PROMPT_IDS, N, LOGPROBS, PROMPT_LOGPROBS}
+    | {PRESENCE_PENALTY, FREQUENCY_PENALTY, REPETITION_PENALTY, LOGIT_BIAS}
+    | {MIN_TOKENS, IGNORE_EOS, RESPONSE_FORMAT, TOOLS, TOOL_CHOICE, PARALLEL_TOOL_CALLS}
+)
+GENERATION_OUTPUTS: Final = frozenset(
+    {GEN_TEXT, PROMPT_TOKENS, COMPLETION_TOKENS, FINISH_REASON, INDEX, TOKEN_LOGPROBS, TOOL_CALLS}
+)
 
 # What the frontend sends and reads, by the task a card declares.
 EXPECTED_IO: Final[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
@@ -40,8 +69,8 @@ EXPECTED_IO: Final[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
         frozenset({LABEL, SCORE, SCORES, NUM_TOKENS, TRUNCATED}),
     ),
     "feature-extraction": (frozenset({TEXT}), frozenset({EMBEDDING, NUM_TOKENS})),
-    "text-generation": (
-        frozenset({PROMPT, MESSAGES, MAX_TOKENS, TEMPERATURE, TOP_P, TOP_K, SEED, STOP}),
-        frozenset({GEN_TEXT, PROMPT_TOKENS, COMPLETION_TOKENS, FINISH_REASON}),
-    ),
+    # All of the chat contract, the new options included: a repository built before them
+    # fails the start naming what it lacks (rebuild it: `make models`) rather than a
+    # request for n, logprobs or tools failing later.
+    "text-generation": (GENERATION_INPUTS, GENERATION_OUTPUTS),
 }

@@ -155,15 +155,18 @@ def test_clear_errors(oai, live):
     r = httpx.post(
         live.url + "/v1/chat/completions",
         headers=ADMIN,
-        json={"model": "chat", "messages": USER, "n": 2},
+        json={"model": "chat", "messages": USER, "n": 9},  # MAX_N is 8
     )
-    assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
+    # Invalid input on an OpenAI route is 400, as OpenAI answers it, naming the field.
+    assert r.status_code == 400 and r.json()["error"]["code"] == "validation_error"
+    assert r.json()["error"]["param"] == "n"
     r = httpx.post(
         live.url + "/v1/chat/completions",
         headers=ADMIN,
         json={"model": "chat", "messages": USER, "stop": ["a", "b", "c", "d", "e"]},
     )
-    assert r.status_code == 422 and "stop" in r.json()["error"]["message"]
+    assert r.status_code == 400 and "stop" in r.json()["error"]["message"]
+    assert r.json()["error"]["param"] == "stop"
 
 
 def sse_frames(body: str) -> list[tuple[str, str]]:

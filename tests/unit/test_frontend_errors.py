@@ -104,10 +104,17 @@ def api(tmp_path, fake_triton):
     client.__exit__(None, None, None)
 
 
+# OpenAI's error type for each status this API answers (errors.ERROR_TYPES and the rest).
+OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+
+
 def assert_envelope(response, status: int, code: str) -> dict:
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["code"] == code
+    expected_type = "server_error" if status >= 500 else OPENAI_TYPES.get(status)
+    assert error["type"] == (expected_type or "invalid_request_error"), error
+    assert "param" in error and (error["param"] is None or isinstance(error["param"], str))
     assert error["request_id"] == response.headers["X-Request-ID"]
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert "Error" not in error["message"] and "Traceback" not in response.text
@@ -172,6 +179,7 @@ def test_classification_route_refuses_embedding_model(api):
 def test_validation_errors_name_the_field(api, body, where):
     error = assert_envelope(api.post(PREDICT, json=body), 422, "validation_error")
     assert error["message"].startswith(where), error
+    assert error["param"] == where.removeprefix("body."), error  # the field, as sent
     assert isinstance(error["details"], list) and error["details"][0]["loc"]
     assert "input" not in error["details"][0]  # the offending value is never echoed
 
@@ -319,18 +327,21 @@ def test_settings_refuse_unsafe_configuration():
 def test_embeddings_dimensions_and_format(api):
     ok = api.post("/v1/embeddings", json={"model": "embed", "input": "x", "dimensions": 4})
     assert ok.status_code == 200 and len(ok.json()["data"][0]["embedding"]) == 4
-    assert_envelope(
+    # The OpenAI route answers invalid input 400 (as OpenAI does), naming the field.
+    error = assert_envelope(
         api.post("/v1/embeddings", json={"model": "embed", "input": "x", "dimensions": 3}),
-        422,
+        400,
         "validation_error",
     )
+    assert error["param"] == "dimensions" and error["type"] == "invalid_request_error"
     assert_envelope(
         api.post("/v1/embeddings", json={"model": "intent", "input": "x"}), 404, "model_not_found"
     )
-    assert_envelope(
+    error = assert_envelope(
         api.post(
             "/v1/embeddings", json={"model": "embed", "input": "x", "encoding_format": "int8"}
         ),
-        422,
+        400,
         "validation_error",
     )
+    assert error["param"] == "encoding_format"

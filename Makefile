@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install models serve triton test test-unit lint bench bench-auth bench-chat clean
+.PHONY: help install models serve triton test test-unit lint bench bench-auth bench-chat bench-options clean
 
 help:
 	@echo "make serve   install, build the model repository (cached), run the stack"
@@ -27,6 +27,7 @@ help:
 	@echo "make bench   side-by-side benchmark report (QUICK=1 for a smoke run)"
 	@echo "make bench-chat  text-generation benchmark (tokens/s, TTFT, 1/4/8 streams)"
 	@echo "make bench-auth  access-control hot path: p50/p99 now vs BASE (a git ref)"
+	@echo "make bench-options  per-token cost of logprobs, penalties, JSON schema decoding"
 
 install: $(STAMP)
 
@@ -67,6 +68,11 @@ bench-auth: models
 
 bench-chat: models
 	$(PY) -m benchmarks.chat
+
+# The per-token cost of logprobs, penalties, logit bias and constrained decoding: the
+# chat engine in process, scenarios interleaved round by round (~3 min).
+bench-options: models
+	$(PY) -m benchmarks.generation_options
 
 # Two stages: everything else, then the tests that assert a reliability timing figure
 # (recovery < 2 s, rejection < 100 ms, ...) on their own, so that no other test competes

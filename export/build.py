@@ -33,7 +33,12 @@ CHAT_RUNNER = RUNTIME / "chat_model.py"
 # Beside model.py in the chat model's version directory, imported flat.
 CHAT_RUNTIME_MODULES = (
     "generation.py",
+    "engine_types.py",
+    "admission.py",
+    "chat_inputs.py",
     "sampling.py",
+    "logprobs.py",
+    "stops.py",
     "messages.py",
     "tools.py",
     "decoder.py",

@@ -42,8 +42,11 @@ from .usage.ledger import UsageLedger
 DESCRIPTION = """
 REST gateway over NVIDIA Triton for transformer models.
 
-Errors always use one envelope: `{"error": {"code", "message", "request_id", "details"}}`.
-503 and 429 carry `Retry-After`. Every response carries `X-Request-ID`.
+Errors always use one envelope: `{"error": {"message", "type", "param", "code",
+"request_id", "details"}}` (OpenAI's fields, and ours). Invalid input is 422, except on
+the OpenAI routes (`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`), which
+answer it 400 as OpenAI does. 503 and 429 carry `Retry-After`. Every response carries
+`X-Request-ID`.
 
 **Authentication.** Every `/v1` route except `/v1/auth/token` and `/v1/auth/refresh` needs
 credentials: an API key (`X-API-Key: ig_live_…` or `Authorization: Bearer ig_live_…`) or
@@ -170,6 +173,7 @@ def _document_tiers(app: FastAPI, tiers: list[str]) -> None:
                 if branch.get("type") == "string":
                     branch["enum"] = tiers
         _document_generation_limits(app, schema)
+        _document_openai_status(schema)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -191,10 +195,26 @@ def _document_generation_limits(app: FastAPI, schema: dict) -> None:
     models = schema.get("components", {}).get("schemas", {})
     for name in ("ChatCompletionRequest", "CompletionRequest"):
         properties = models.get(name, {}).get("properties", {})
-        for field in ("max_tokens", "max_completion_tokens"):
-            for branch in properties.get(field, {}).get("anyOf", []):
-                if branch.get("type") == "integer":
+        # min_tokens too: it is at most max_tokens, so at most the card's bound.
+        for field in ("max_tokens", "max_completion_tokens", "min_tokens"):
+            prop = properties.get(field, {})
+            for branch in prop.get("anyOf", [prop]):
+                if "integer" in _types(branch):
                     branch["maximum"] = min(limits)
+
+
+def _types(node: dict) -> list[str]:
+    kind = node.get("type")
+    return [kind] if isinstance(kind, str) else list(kind or ())
+
+
+def _document_openai_status(schema: dict) -> None:
+    """FastAPI documents a 422 for every route with a body; the OpenAI routes answer
+    invalid input 400 (handlers.OPENAI_PATHS), which their `responses=` document."""
+    for path in handlers.OPENAI_PATHS:
+        for operation in schema.get("paths", {}).get(path, {}).values():
+            if isinstance(operation, dict):
+                operation.get("responses", {}).pop("422", None)
 
 
 def _ledger_of(scope: Scope) -> UsageLedger | None:

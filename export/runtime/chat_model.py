@@ -34,7 +34,6 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,17 +44,11 @@ for _path in os.environ.get("INFERGATE_PYTHONPATH", "").split(os.pathsep):
 sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np  # noqa: E402
-from generation import (  # noqa: E402
-    ChatEngine,
-    Entries,
-    GenerationError,
-    Limits,
-    Metrics,
-    Sampling,
-    ToolUse,
-)
+from chat_inputs import parse_request  # noqa: E402
+from engine_types import Entries, Limits, Metrics  # noqa: E402
+from generation import ChatEngine, GenerationError  # noqa: E402
+from sampling import Sampling  # noqa: E402, F401  re-exported: callers build requests with it
 from server_watch import ServerWatch, http_ready, model_ready_url  # noqa: E402
-from tools import validate_tool_choice, validate_tools  # noqa: E402
 
 _ERROR_CODES = {"invalid": "INVALID_ARG", "overloaded": "UNAVAILABLE", "internal": "INTERNAL"}
 
@@ -212,146 +205,6 @@ def _stop_file() -> Callable[[], bool] | None:
     if not path:
         return None
     return lambda: os.path.exists(path)
-
-
-def _optional(pb: Any, request: Any, name: str) -> np.ndarray | None:
-    tensor = pb.get_input_tensor_by_name(request, name)
-    return None if tensor is None else tensor.as_numpy().reshape(-1)
-
-
-def _text(values: np.ndarray | None, name: str) -> str | None:
-    if values is None:
-        return None
-    if values.size != 1:
-        raise GenerationError("invalid", f"{name} takes exactly one element")
-    try:
-        raw = values[0]
-        return raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
-    except UnicodeDecodeError:
-        raise GenerationError("invalid", f"{name} is not valid UTF-8") from None
-
-
-@dataclass(frozen=True)
-class Parsed:
-    """One request's inputs, checked as far as they can be without the model."""
-
-    prompt_ids: list[int]
-    sampling: Sampling
-    grammar: str | None = None
-    tools: ToolUse | None = None
-
-
-class Inputs:
-    """A request's optional input tensors, read by name; every refusal names the tensor."""
-
-    def __init__(self, pb: Any, request: Any):
-        self.pb, self.request = pb, request
-
-    def array(self, name: str) -> np.ndarray | None:
-        return _optional(self.pb, self.request, name)
-
-    def text(self, name: str) -> str | None:
-        return _text(self.array(name), name)
-
-    def json(self, name: str) -> Any:
-        raw = self.text(name)
-        if raw is None:
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise GenerationError("invalid", f"{name} is not JSON") from None
-
-    def scalar(self, name: str, default: Any) -> Any:
-        values = self.array(name)
-        if values is None or values.size == 0:
-            return default
-        if values.size != 1:
-            raise GenerationError("invalid", f"{name} takes exactly one element")
-        return values[0].item()
-
-    def number(self, name: str, default: float) -> float:
-        value = float(self.scalar(name, default))
-        if not np.isfinite(value):
-            raise GenerationError("invalid", f"{name} must be a finite number")
-        return value
-
-    def count(self, name: str, default: int | None, least: int = -1) -> int | None:
-        """An INT32 where -1 (or the least value) means off."""
-        value = self.scalar(name, None)
-        if value is None:
-            return default
-        if int(value) < least:
-            raise GenerationError("invalid", f"{name} must be {least} (off) or more")
-        return None if int(value) == least else int(value)
-
-
-def _logit_bias(raw: Any) -> tuple[tuple[int, float], ...]:
-    """LOGIT_BIAS: {"<token id>": bias} (the ids' and biases' bounds: check_sampling)."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, dict):
-        raise GenerationError("invalid", "LOGIT_BIAS must be a JSON object")
-    pairs = []
-    for key, bias in raw.items():
-        try:
-            token = int(key)
-        except ValueError:
-            raise GenerationError("invalid", f"LOGIT_BIAS: {key!r} is not a token id") from None
-        if isinstance(bias, bool) or not isinstance(bias, int | float):
-            raise GenerationError("invalid", f"LOGIT_BIAS: the bias of {key} must be a number")
-        pairs.append((token, float(bias)))
-    return tuple(sorted(pairs))
-
-
-def _tools(inputs: Inputs) -> ToolUse | None:
-    """TOOLS, TOOL_CHOICE and PARALLEL_TOOL_CALLS; None when no tool may be called."""
-    raw = inputs.json("TOOLS")
-    tools = None if raw is None else validate_tools(raw)
-    choice = validate_tool_choice(inputs.json("TOOL_CHOICE"), tools)
-    if tools is None or choice == "none":
-        return None
-    return ToolUse(tools, choice, bool(inputs.scalar("PARALLEL_TOOL_CALLS", True)))
-
-
-def parse_request(pb: Any, request: Any, engine: ChatEngine) -> Parsed:
-    inputs = Inputs(pb, request)
-    prompt = inputs.text("PROMPT")
-    messages = inputs.json("MESSAGES")
-    ids = inputs.array("PROMPT_IDS")
-    prompt_ids = None if ids is None else [int(i) for i in ids]
-    stops = inputs.array("STOP")
-    stop = tuple(
-        s.decode("utf-8") if isinstance(s, bytes) else str(s)
-        for s in ([] if stops is None else stops)
-    )
-    seed = inputs.scalar("SEED", None)
-    response_format = inputs.json("RESPONSE_FORMAT")
-    if response_format is not None and not isinstance(response_format, dict):
-        raise GenerationError("invalid", "RESPONSE_FORMAT must be a JSON object")
-    tools = _tools(inputs)
-    if tools is not None and messages is None:
-        raise GenerationError("invalid", "TOOLS need MESSAGES (a chat)")
-    sampling = Sampling(
-        max_tokens=int(inputs.scalar("MAX_TOKENS", engine.limits.max_completion_tokens // 4)),
-        temperature=inputs.number("TEMPERATURE", 0.0),
-        top_p=inputs.number("TOP_P", 1.0),
-        top_k=int(inputs.scalar("TOP_K", 0)),
-        seed=None if seed is None else int(seed),
-        stop=stop,
-        n=int(inputs.scalar("N", 1)),
-        logprobs=inputs.count("LOGPROBS", None),
-        prompt_logprobs=inputs.count("PROMPT_LOGPROBS", None),
-        presence_penalty=inputs.number("PRESENCE_PENALTY", 0.0),
-        frequency_penalty=inputs.number("FREQUENCY_PENALTY", 0.0),
-        repetition_penalty=inputs.number("REPETITION_PENALTY", 1.0),
-        logit_bias=_logit_bias(inputs.json("LOGIT_BIAS")),
-        min_tokens=int(inputs.scalar("MIN_TOKENS", 0)),
-        ignore_eos=bool(inputs.scalar("IGNORE_EOS", False)),
-    )
-    prompt_ids = engine.encode_prompt(prompt, messages, prompt_ids, tools)
-    # submit() checks the sampling; the grammar compiles there too (once per choice).
-    return Parsed(prompt_ids, sampling, engine.grammar(response_format, tools), tools)
 
 
 class TritonPythonModel:

@@ -6,14 +6,13 @@ from __future__ import annotations
 import collections
 import threading
 from dataclasses import dataclass, field
-from typing import Any
 
 try:  # as the package export.runtime (build, tests)
+    from .engine_types import Entries
     from .failures import GenerationError
 except ImportError:  # flat, beside model.py in the Triton model directory
+    from engine_types import Entries  # type: ignore[no-redef]
     from failures import GenerationError  # type: ignore[no-redef]
-
-Entries = list[dict[str, Any]]
 
 
 @dataclass

@@ -64,10 +64,24 @@ class KVCache:
     def empty_past(self) -> dict[str, np.ndarray]:
         return {past_name(i): self._no_past for i in range(2 * self.layers)}
 
-    def step_feeds(self, rows: int) -> dict[str, np.ndarray]:
-        """The past and the mask (one new position for every row) of the next step."""
+    def prefill_feeds(self, ids: list[int]) -> dict[str, np.ndarray]:
+        """One prompt read whole, from no past."""
+        n = len(ids)
+        return {
+            "input_ids": np.array([ids], dtype=np.int64),
+            "attention_mask": np.ones((1, n), dtype=np.int64),
+            "position_ids": np.arange(n, dtype=np.int64)[None, :],
+            **self.empty_past(),
+        }
+
+    def step_feeds(self, tokens: list[int], positions: list[int]) -> dict[str, np.ndarray]:
+        """The next step's inputs: each row's last token at its position, the past, and
+        the mask (one new position for every row)."""
+        rows = len(tokens)
         feeds = {
-            "attention_mask": np.concatenate([self.mask, np.ones((rows, 1), np.int64)], axis=1)
+            "input_ids": np.array(tokens, dtype=np.int64)[:, None],
+            "position_ids": np.array(positions, dtype=np.int64)[:, None],
+            "attention_mask": np.concatenate([self.mask, np.ones((rows, 1), np.int64)], axis=1),
         }
         for i, array in enumerate(self.past):
             feeds[past_name(i)] = array

@@ -16,112 +16,46 @@ join or a leave rebuilds the batch.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 try:  # as the package export.runtime (build, tests)
+    from .admission import PromptEncoder, new_request
     from .collector import Collector
     from .decoder import KVCache, open_session, run_options, vocab_size
+    from .engine_types import Limits, Metrics, Request, Sequence, Sink, ToolUse
     from .failures import GenerationError
-    from .grammar import Grammars
-    from .messages import ChatTemplate, validate_messages
-    from .sampling import LogitsPipeline, Sampling, TextStops, TokenText, check_sampling, draw
-    from .tools import TOOL_CALL_OPEN, parse_tool_calls
+    from .grammar import Grammar, Grammars
+    from .logprobs import TokenText
+    from .messages import ChatTemplate
+    from .sampling import Sampling, check_sampling, draw
+    from .tools import finished_calls
 except ImportError:  # flat, beside model.py in the Triton model directory
+    from admission import PromptEncoder, new_request  # type: ignore[no-redef]
     from collector import Collector  # type: ignore[no-redef]
     from decoder import KVCache, open_session, run_options, vocab_size  # type: ignore[no-redef]
+    from engine_types import (  # type: ignore[no-redef]
+        Limits,
+        Metrics,
+        Request,
+        Sequence,
+        Sink,
+        ToolUse,
+    )
     from failures import GenerationError  # type: ignore[no-redef]
-    from grammar import Grammars  # type: ignore[no-redef]
-    from messages import ChatTemplate, validate_messages  # type: ignore[no-redef]
-    from sampling import LogitsPipeline, Sampling, TextStops, TokenText, check_sampling, draw  # type: ignore[no-redef]
-    from tools import TOOL_CALL_OPEN, parse_tool_calls  # type: ignore[no-redef]
+    from grammar import Grammar, Grammars  # type: ignore[no-redef]
+    from logprobs import TokenText  # type: ignore[no-redef]
+    from messages import ChatTemplate  # type: ignore[no-redef]
+    from sampling import Sampling, check_sampling, draw  # type: ignore[no-redef]
+    from tools import finished_calls  # type: ignore[no-redef]
 
 __all__ = ["ChatEngine", "Collector", "GenerationError", "Limits", "Metrics", "Sampling"]
-
-Entries = list[dict[str, Any]]
-
-
-class Sink(Protocol):
-    """Where one request's events go (a Triton response sender, or a test's list).
-    `index` names the choice; `last` is true on the finish of the last open choice."""
-
-    def admitted(self, prompt_tokens: int, prompt_logprobs: Entries | None) -> None: ...
-    def token(
-        self, index: int, token_id: int, text: str, completion_tokens: int, logprobs: Entries | None
-    ) -> None: ...
-    def finish(
-        self,
-        index: int,
-        reason: str,
-        text: str,
-        completion_tokens: int,
-        tool_calls: Entries | None,
-        last: bool,
-    ) -> None: ...
-    def fail(self, error: GenerationError) -> None: ...
-    def cancelled(self) -> bool: ...
-
-
-class Metrics:
-    """No-op counters; the Triton model passes ones exported on Triton's metrics port."""
-
-    def set_active(self, n: int) -> None: ...
-    def set_queued(self, n: int) -> None: ...
-    def tokens(self, n: int) -> None: ...
-    def step(self, rows: int) -> None: ...
-    def cancelled(self) -> None: ...
-    def rejected(self) -> None: ...
-    def failed(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class Limits:
-    slots: int = 8  # sequences decoded together
-    queue: int = 16  # admitted but waiting for a slot
-    max_prompt_tokens: int = 1024
-    max_completion_tokens: int = 1024
-    max_context: int = 2048  # prompt + completion
-
-
-@dataclass(frozen=True)
-class ToolUse:
-    """Tools the answer may call (tool_choice other than "none")."""
-
-    tools: list[dict[str, Any]]
-    choice: str | dict[str, Any] = "auto"
-    parallel: bool = True
-
-
-@dataclass(eq=False)
-class Request:
-    """One request: its choices share the prompt, the prefill and the sink."""
-
-    prompt_ids: list[int]
-    sampling: Sampling
-    sink: Sink
-    tools: ToolUse | None = None
-    choices: list[Sequence] = field(default_factory=list)
-    open: int = 0  # choices not ended yet
-    ended: bool = False  # failed: no more responses
-
-
-@dataclass(eq=False)
-class Sequence:
-    request: Request
-    index: int
-    rng: np.random.Generator
-    logits: LogitsPipeline
-    text: TextStops
-    generated: list[int] = field(default_factory=list)
-    position: int = 0  # position id of the next token fed to the model
-    # A test build can make the loop raise for one sequence (see `fail_on_seed`).
-    fail_after: int | None = None
 
 
 class ChatEngine:
@@ -154,7 +88,16 @@ class ChatEngine:
         self.fail_on_seed = fail_on_seed
         self.session = session or open_session(version_dir / "model.onnx", threads, provider)
         self.vocab_size = vocab_size(self.session, self.tokenizer)
+        # A request's prompt as ids, and the grammar it decodes under (compiled by submit).
+        prompts = PromptEncoder(self.tokenizer, self.template, self.vocab_size, limits)
+        self.encode_prompt = prompts.encode
         self.grammars = Grammars(tokenizer_json, sorted(self.stop_ids), self.vocab_size)
+        self.grammar = self.grammars.for_request
+        # Built now (~0.3 s, once per process), not by the first JSON request on Triton's
+        # execute thread. Without llguidance (the export extra alone) plain requests
+        # still generate; a constrained one fails.
+        with contextlib.suppress(ImportError):
+            self.grammars.tokenizer()
         self._cache = KVCache(self.session, self.layers)
         self._lock = threading.Condition()
         self._queue: collections.deque[Request] = collections.deque()
@@ -171,83 +114,27 @@ class ChatEngine:
 
     # --- requests ---------------------------------------------------------------------
 
-    def encode_prompt(
-        self,
-        prompt: str | None,
-        messages: Any,
-        prompt_ids: list[int] | None = None,
-        tools: ToolUse | None = None,
-    ) -> list[int]:
-        """Exactly one of a text prompt, chat messages (rendered with the model's
-        template, and the tools when there are any) or token ids."""
-        if sum(x is not None for x in (prompt, messages, prompt_ids)) != 1:
-            raise GenerationError("invalid", "send exactly one of PROMPT, MESSAGES or PROMPT_IDS")
-        if messages is not None:
-            listed = None if tools is None else tools.tools
-            text = self.template.render(validate_messages(messages), tools=listed)
-            ids = self.tokenizer.encode(text, add_special_tokens=False).ids
-        elif prompt_ids is not None:
-            ids = [int(i) for i in prompt_ids]
-            if not ids or not all(0 <= i < self.vocab_size for i in ids):
-                raise GenerationError(
-                    "invalid",
-                    f"PROMPT_IDS must be a non-empty list of ids 0..{self.vocab_size - 1}",
-                )
-        else:
-            assert prompt is not None
-            if not prompt:
-                raise GenerationError("invalid", "PROMPT is empty")
-            ids = self.tokenizer.encode(prompt).ids
-        if len(ids) > self.limits.max_prompt_tokens:
-            raise GenerationError(
-                "invalid",
-                f"the prompt is {len(ids)} tokens; this model takes at most "
-                f"{self.limits.max_prompt_tokens}",
-            )
-        return ids
-
-    def grammar(self, response_format: dict[str, Any] | None, tools: ToolUse | None) -> str | None:
-        """The grammar a request decodes under: a required or named tool call's, else the
-        response format's (None: unconstrained)."""
-        if tools is not None and tools.choice != "auto":
-            return self.grammars.for_tool_calls(tools.tools, tools.choice, tools.parallel)
-        return self.grammars.for_response_format(response_format)
-
     def submit(
         self,
         prompt_ids: list[int],
         sampling: Sampling,
         sink: Sink,
-        grammar: str | None = None,
+        grammar: Grammar | None = None,
         tools: ToolUse | None = None,
     ) -> None:
-        """Queue one request (its n choices) or refuse it at once: never blocks."""
+        """Queue one request (its n choices) or refuse it at once: never blocks. Room is
+        checked before the grammar is compiled (an overloaded model spends nothing on a
+        request it refuses), and again when the request is queued."""
         check_sampling(
             sampling, self.limits.max_completion_tokens, self.limits.slots, self.vocab_size
         )
-        request = Request(prompt_ids, sampling, sink, tools)
-        for i in range(sampling.n):
-            seed = sampling.seed if i == 0 or sampling.seed is None else [sampling.seed, i]
-            matcher = None if grammar is None else self.grammars.matcher(grammar)
-            pipeline = LogitsPipeline(sampling, prompt_ids, self.stop_ids, matcher)
-            stops = TextStops(sampling, TOOL_CALL_OPEN if tools else None)
-            seq = Sequence(request, i, np.random.default_rng(seed), pipeline, stops)
-            if self.fail_on_seed is not None and sampling.seed == self.fail_on_seed:
-                seq.fail_after = 3
-            request.choices.append(seq)
-        request.open = sampling.n
-        if self._stopped():  # no new sequence once a stop is announced
-            raise _shutting_down()
+        self._check_room(sampling.n)
+        matcher = None if grammar is None else self.grammars.matcher(grammar)
+        request = new_request(prompt_ids, sampling, sink, tools, matcher, self.stop_ids)
+        if self.fail_on_seed is not None and sampling.seed == self.fail_on_seed:
+            request.fail_after = 3
         with self._lock:
-            if self._stopping:
-                raise _shutting_down()
-            if self._in_system() + sampling.n > self.limits.slots + self.limits.queue:
-                self.metrics.rejected()
-                raise GenerationError(
-                    "overloaded",
-                    f"{len(self._rows)} sequences are generating and {len(self._queue)} "
-                    "requests wait; try again shortly",
-                )
+            self._check_room(sampling.n)
             # Sent under the lock, before the loop can see the request: the admission
             # response always comes before the first token. Prompt logprobs need the
             # prefill: then the prefill sends it.
@@ -256,6 +143,21 @@ class ChatEngine:
             self._queue.append(request)
             self._report()
             self._lock.notify()
+
+    def _check_room(self, n: int) -> None:
+        """Refuse once a stop is announced, or when n more sequences do not fit."""
+        if self._stopped():
+            raise _shutting_down()
+        with self._lock:  # re-entrant: submit() checks again under it
+            if self._stopping:
+                raise _shutting_down()
+            if self._in_system() + n > self.limits.slots + self.limits.queue:
+                self.metrics.rejected()
+                raise GenerationError(
+                    "overloaded",
+                    f"{len(self._rows)} sequences are generating and {len(self._queue)} "
+                    "requests wait; try again shortly",
+                )
 
     def _in_system(self) -> int:
         return sum(len(r.choices) for r in self._queue) + self._slots_taken()
@@ -363,6 +265,8 @@ class ChatEngine:
         if self._stopping:
             return _shutting_down()
         self.metrics.failed()
+        if isinstance(exc, GenerationError):  # the request's own (its bias, its grammar)
+            return exc
         return GenerationError("internal", f"generation failed: {exc}")
 
     def _fail(self, request: Request, error: GenerationError) -> None:
@@ -410,12 +314,7 @@ class ChatEngine:
             return
         ids = request.prompt_ids
         n = len(ids)
-        feeds = {
-            "input_ids": np.array([ids], dtype=np.int64),
-            "attention_mask": np.ones((1, n), dtype=np.int64),
-            "position_ids": np.arange(n, dtype=np.int64)[None, :],
-            **self._cache.empty_past(),
-        }
+        feeds = self._cache.prefill_feeds(ids)
         logits, *present = self.session.run(None, feeds, self._run_options)
         k = request.sampling.prompt_logprobs
         if k is not None:
@@ -428,15 +327,11 @@ class ChatEngine:
             elif self._advance(seq, logits[0, -1]):
                 going.append(seq)
         if going:
-            self._join(going, present, np.ones((1, n), dtype=np.int64))
+            self._join(going, present, feeds["attention_mask"])
 
     def _step(self) -> None:
         rows = self._rows
-        feeds = {
-            "input_ids": np.array([[s.generated[-1]] for s in rows], dtype=np.int64),
-            "position_ids": np.array([[s.position] for s in rows], dtype=np.int64),
-            **self._cache.step_feeds(len(rows)),
-        }
+        feeds = self._cache.step_feeds([s.generated[-1] for s in rows], [s.position for s in rows])
         logits, *present = self.session.run(None, feeds, self._run_options)
         self.metrics.step(len(rows))
         self._cache.stepped(present, feeds["attention_mask"])
@@ -449,8 +344,7 @@ class ChatEngine:
                 if self._advance(seq, logits[i, -1]):
                     keep.append(i)
             except Exception as exc:
-                self.metrics.failed()
-                self._fail(seq.request, GenerationError("internal", f"generation failed: {exc}"))
+                self._fail(seq.request, self._failure(exc))
         # A choice that went on before a sibling failed leaves with it.
         keep = [i for i in keep if not rows[i].request.ended]
         if len(keep) < len(rows):
@@ -458,7 +352,8 @@ class ChatEngine:
 
     def _advance(self, seq: Sequence, logits: np.ndarray) -> bool:
         """Sample one token, send it, and say whether the sequence goes on."""
-        if seq.fail_after is not None and len(seq.generated) >= seq.fail_after:
+        fail_after = seq.request.fail_after
+        if fail_after is not None and len(seq.generated) >= fail_after:
             raise RuntimeError("test build: failure injected for this seed")
         s = seq.request.sampling
         token, logp = draw(seq.logits.adjust(logits), s, seq.rng, s.logprobs is not None)
@@ -495,13 +390,9 @@ class ChatEngine:
         if text is None:
             text = self.tokenizer.decode(seq.generated, skip_special_tokens=True)
         rest, calls = text[seq.text.sent :], None
-        # Cut by max_tokens, the calls completed before the cut are still calls (a small
-        # model asked for parallel calls may start another and another): they are sent,
-        # and the finish reason stays "length" — the answer did not end by itself.
-        ended = reason in ("stop", "length")
-        if request.tools is not None and ended and TOOL_CALL_OPEN in rest:
-            rest, calls = parse_tool_calls(rest, request.tools.tools, request.tools.parallel)
-            reason = "tool_calls" if calls and reason == "stop" else reason
+        if request.tools is not None and reason in ("stop", "length"):  # not "cancelled"
+            use = request.tools
+            rest, calls, reason = finished_calls(rest, reason, use.tools, use.parallel)
         request.open -= 1
         request.sink.finish(
             seq.index, reason, rest, len(seq.generated), calls or None, request.open == 0

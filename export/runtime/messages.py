@@ -163,13 +163,12 @@ class ChatTemplate:
         self.supports_tools = "tools" in source
 
     def render(
-        self,
-        messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]] | None = None,
-        tool_choice: str | dict[str, Any] = "auto",
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
     ) -> str:
-        """`messages` as validate_messages returns them; `tools` as tools.validate_tools."""
-        shown = tools if tools and tool_choice != "none" else None
+        """`messages` as validate_messages returns them; `tools` as tools.validate_tools,
+        only those the answer may call (none for tool_choice "none": the caller leaves
+        them out)."""
+        shown = tools or None
         if self.supports_tools:
             extra = {"tools": shown} if shown else {}
             return self.template.render(

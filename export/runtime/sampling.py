@@ -1,6 +1,6 @@
 """How one choice picks its next token: the settings and their bounds, the logits
-pipeline (penalties, bias, stop suppression, grammar mask), the draw, and the logprob
-entries that report the distribution the token was drawn from.
+pipeline (penalties, bias, stop suppression, grammar mask) and the draw, which also
+gives the distribution the token was drawn from (logprobs.py turns it into entries).
 
 Every option at its neutral value skips its step entirely, so a request that sets none
 of them samples exactly (bit for bit, for the same seed) what it did before they existed.
@@ -8,17 +8,18 @@ of them samples exactly (bit for bit, for the same seed) what it did before they
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import Any, NoReturn, Protocol
+from typing import NoReturn, Protocol
 
 import numpy as np
 
 try:  # as the package export.runtime (build, tests)
     from .failures import GenerationError
+    from .logprobs import log_softmax
 except ImportError:  # flat, beside model.py in the Triton model directory
     from failures import GenerationError  # type: ignore[no-redef]
+    from logprobs import log_softmax  # type: ignore[no-redef]
 
 # The sampling bounds, each one number. The frontend's request schema checks the same
 # numbers first (frontend/schemas/chat.py; the packages share no code, so
@@ -29,6 +30,9 @@ MAX_TEMPERATURE = 2
 MAX_TOP_P = 1  # and above 0
 MIN_TOP_K = 0  # off; no upper bound: a cut at or above the vocabulary is no cut
 MAX_STOP_SEQUENCES = 4  # each non-empty
+# Characters per stop sequence: the check for a forming stop at the text's end is
+# quadratic in its length, every token (stops.held_back).
+MAX_STOP_CHARS = 256
 MAX_SEED = 2**63 - 1  # SEED is INT64, and numpy's generator takes no negative seed
 MAX_N = 8  # choices per request (and at most the model's slots)
 MAX_LOGPROBS = 20  # top alternatives per token
@@ -37,9 +41,8 @@ MAX_REPETITION_PENALTY = 2  # and above 0; 1 is off
 MAX_LOGIT_BIAS = 300  # entries
 MIN_BIAS, MAX_BIAS = -100, 100  # -100 bans the token
 
-# A token outside the distribution it was drawn from (cut, banned, masked): JSON has no
-# -inf, and this is vLLM's convention.
-EXCLUDED_LOGPROB = -9999.0
+# Nothing left to draw from: every token is banned or masked.
+ALL_BANNED = "logit_bias bans every token that response_format / the tool call allows"
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,8 @@ def check_sampling(
         refuse(f"top_k must be >= {MIN_TOP_K}")
     if len(s.stop) > MAX_STOP_SEQUENCES or any(not x for x in s.stop):
         refuse(f"stop takes at most {MAX_STOP_SEQUENCES} non-empty sequences")
+    if any(len(x) > MAX_STOP_CHARS for x in s.stop):
+        refuse(f"stop: each sequence takes at most {MAX_STOP_CHARS} characters")
     if s.seed is not None and not 0 <= s.seed <= MAX_SEED:
         refuse(f"seed must be 0..{MAX_SEED}")
     most_n = min(slots, MAX_N)
@@ -170,10 +175,16 @@ class LogitsPipeline:
         if self.matcher is not None:
             x = own()
             self.matcher.mask(x)
-            if saved is not None and not np.isfinite(x).any():
+            if saved is not None and x.max() == -np.inf:
                 # The grammar allows only a stop token here: it wins over min_tokens.
                 x[self.stop_ids] = saved
                 self.matcher.mask(x)
+        # Only bans and masks make -inf, and only a changed row has any: the others skip
+        # the check. An empty row is the request's doing (its bias against its format).
+        if x is not logits and x.max() == -np.inf:
+            raise GenerationError(
+                "invalid", ALL_BANNED if self.matcher is not None else "logit_bias bans every token"
+            )
         return x
 
     def accept(self, token: int) -> None:
@@ -213,7 +224,13 @@ def draw(
 ) -> tuple[int, np.ndarray | None]:
     """One token, and (when asked) the log of the distribution it came from: at
     temperature 0 the log-softmax of the logits; else the temperature / top-k / top-p
-    distribution, -inf where it is zero."""
+    distribution, -inf where it is zero. A row with nothing to draw from is refused,
+    never sampled (argmax would pick token 0, the cdf would be NaN)."""
+    top = logits.max()
+    if np.isnan(top):
+        raise GenerationError("internal", "the model's logits are not numbers (NaN)")
+    if top == -np.inf:
+        raise GenerationError("invalid", ALL_BANNED)
     if s.temperature <= 0:
         token = int(np.argmax(logits))
         return token, (log_softmax(logits) if want_logprobs else None)
@@ -224,138 +241,3 @@ def draw(
         return token, None
     with np.errstate(divide="ignore"):
         return token, np.log(probs)
-
-
-def sample(logits: np.ndarray, s: Sampling, rng: np.random.Generator) -> int:
-    return draw(logits, s, rng)[0]
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    x = logits.astype(np.float64)
-    top = x.max()
-    return x - top - np.log(np.exp(x - top).sum())
-
-
-def top_ids(logp: np.ndarray, k: int) -> np.ndarray:
-    """The k most likely ids, descending; ties go to the smaller id."""
-    k = min(k, logp.size)
-    if k <= 0:
-        return np.zeros(0, dtype=np.int64)
-    threshold = logp[np.argpartition(-logp, k - 1)[:k]].min()
-    candidates = np.flatnonzero(logp >= threshold)
-    return candidates[np.lexsort((candidates, -logp[candidates]))[:k]]
-
-
-def _reported(value: float) -> float:
-    return float(value) if np.isfinite(value) else EXCLUDED_LOGPROB
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's table: every byte as a printable character (ByteLevel tokenizers)."""
-    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
-    chars = list(printable)
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return {b: chr(c) for b, c in zip(printable, chars, strict=True)}
-
-
-class TokenText:
-    """A token's text on its own, and its exact bytes (a byte-level piece of a UTF-8
-    character decodes to U+FFFD; its bytes say which piece it is)."""
-
-    def __init__(self, tokenizer: Any):
-        self.tokenizer = tokenizer
-        config = json.loads(tokenizer.to_str())
-        self._byte_level = "ByteLevel" in json.dumps(
-            [config.get("pre_tokenizer"), config.get("decoder")]
-        )
-        self._special = set(tokenizer.get_added_tokens_decoder())
-        self._unbyte = {c: b for b, c in _bytes_to_unicode().items()}
-        self._cache: dict[int, tuple[str, list[int]]] = {}
-
-    def of(self, token: int) -> tuple[str, list[int]]:
-        known = self._cache.get(token)
-        if known is None:
-            text = self.tokenizer.decode([token], skip_special_tokens=False)
-            piece = self.tokenizer.id_to_token(token) or ""
-            if (
-                self._byte_level
-                and token not in self._special
-                and all(c in self._unbyte for c in piece)
-            ):
-                raw = [self._unbyte[c] for c in piece]
-            else:
-                raw = list(text.encode("utf-8"))
-            known = self._cache[token] = (text, raw)
-        return known
-
-    def entry(self, token: int, logprob: float | None) -> dict[str, Any]:
-        text, raw = self.of(token)
-        return {"id": token, "token": text, "bytes": raw, "logprob": logprob}
-
-    def generated(self, token: int, logp: np.ndarray, k: int) -> dict[str, Any]:
-        """A generated token's entry: its logprob and the k most likely alternatives."""
-        item = self.entry(token, _reported(logp[token]))
-        item["top_logprobs"] = [self.entry(int(t), _reported(logp[t])) for t in top_ids(logp, k)]
-        return item
-
-    def prompt(self, logits: np.ndarray, ids: list[int], k: int) -> list[dict[str, Any]]:
-        """The prompt's tokens under the plain model (no penalties): position j's logits
-        predict token j + 1; nothing predicts the first."""
-        first = self.entry(ids[0], None)
-        first["top_logprobs"] = []
-        return [
-            first,
-            *(self.generated(ids[j], log_softmax(logits[j - 1]), k) for j in range(1, len(ids))),
-        ]
-
-
-REPLACEMENT = "\ufffd"  # what a byte-level tokenizer decodes half a UTF-8 character to
-
-
-def held_back(text: str, marks: tuple[str, ...]) -> int:
-    """Characters at the end of `text` that must not be sent yet: half a UTF-8
-    character, or the start of a stop sequence that the next tokens may complete."""
-    hold = len(text) - len(text.rstrip(REPLACEMENT))
-    for mark in marks:
-        for n in range(min(len(mark) - 1, len(text)), 0, -1):
-            if text.endswith(mark[:n]):
-                hold = max(hold, n)
-                break
-    return hold
-
-
-class TextStops:
-    """Where a choice's text ends at a stop string, and how much of it may be sent yet:
-    not half a UTF-8 character, not the start of a stop string that the next tokens may
-    complete, nothing from `hold` (a tool call's opening) on."""
-
-    def __init__(self, s: Sampling, hold: str | None = None):
-        self.stops, self.min_tokens, self.hold = s.stop, s.min_tokens, hold
-        self.sent = 0  # characters sent
-        self._floor = 0  # a stop string must end after this character (min_tokens)
-
-    def stop_at(self, text: str, tokens: int) -> int | None:
-        """Where a stop string starts in the text of `tokens` tokens, if one does."""
-        if tokens < self.min_tokens:
-            self._floor = len(text)
-            return None
-        for stop in self.stops:
-            at = text.find(stop, max(0, self.sent - len(stop), self._floor - len(stop) + 1))
-            if at >= 0:
-                return at
-        return None
-
-    def delta(self, text: str) -> str:
-        """The new text that may be sent now (counted as sent)."""
-        end = len(text) - held_back(text, self.stops + ((self.hold,) if self.hold else ()))
-        opened = text.find(self.hold, self.sent) if self.hold else -1
-        end = end if opened < 0 else min(end, opened)
-        if end <= self.sent:
-            return ""
-        piece, self.sent = text[self.sent : end], end
-        return piece

@@ -50,10 +50,13 @@ def model_ready_url(
 def http_ready(url: str, timeout_s: float = 2.0) -> Callable[[], bool | None]:
     """Triton's answer: True (200), False (another status, or nobody listening: the
     endpoint has stopped), None (no answer in time: a busy server proves nothing)."""
+    # No proxy: the probe is for this host's Triton, and an HTTP(S)_PROXY set for the
+    # model's environment would send it elsewhere (and answer for another server).
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def ask() -> bool | None:
         try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            with opener.open(url, timeout=timeout_s) as response:
                 return bool(response.status == 200)
         except urllib.error.HTTPError:
             return False  # 400 "Server not ready" / model not ready

@@ -254,15 +254,13 @@ def parse_tool_calls(
     text: str, tools: list[dict[str, Any]], parallel: bool = True
 ) -> tuple[str, list[dict[str, Any]]]:
     """Generated text → (content, calls). Every complete block whose JSON is an object
-    with a known "name" and an object "arguments" is a call; any other block stays in
-    the content verbatim. Content is the text outside the calls, stripped. Without
-    `parallel` only the first call is kept (the later ones are dropped, not shown as
-    text: they were calls, just not allowed). A call equal to an earlier one (same name,
-    same arguments) is dropped too: asking twice for the same result in one answer is a
-    small model repeating itself, not a plan."""
+    with a known "name" and an object "arguments" is a call, each with its own id (the
+    same call twice is two calls: a tool with side effects may be meant to run twice);
+    any other block stays in the content verbatim. Content is the text outside the
+    calls, stripped. Without `parallel` only the first call is kept (the later ones are
+    dropped, not shown as text: they were calls, just not allowed)."""
     names = set(tool_names(tools))
     calls: list[dict[str, Any]] = []
-    seen: list[dict[str, Any]] = []  # name + arguments of the calls kept
     pieces, end = [], 0
     for block in _BLOCK.finditer(text):
         parsed = _call(block.group(1), names)
@@ -270,11 +268,24 @@ def parse_tool_calls(
             continue
         pieces.append(text[end : block.start()])
         end = block.end()
-        if (parallel or not calls) and parsed["function"] not in seen:
-            seen.append(parsed["function"])
+        if parallel or not calls:
             calls.append(parsed)
     pieces.append(text[end:])
     return "".join(pieces).strip(), calls
+
+
+def finished_calls(
+    text: str, reason: str, tools: list[dict[str, Any]], parallel: bool
+) -> tuple[str, list[dict[str, Any]] | None, str]:
+    """A choice's held-back text at its end → (content, calls or None, finish reason):
+    "tool_calls" when it stopped by itself after calling. Cut by max_tokens, the calls
+    completed before the cut are still calls (a small model asked for parallel calls
+    may start another and another): they are sent, and the reason stays "length" — the
+    answer did not end by itself."""
+    if TOOL_CALL_OPEN not in text:
+        return text, None, reason
+    content, calls = parse_tool_calls(text, tools, parallel)
+    return content, calls or None, "tool_calls" if calls and reason == "stop" else reason
 
 
 def _call(body: str, names: set[str]) -> dict[str, Any] | None:

@@ -36,7 +36,8 @@ STREAM_DOC = (
 
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    **error_responses(400, 401, 403, 404, 413, 422, 429, 503, 504),
+    # Invalid input is 400 here, as OpenAI answers it (handlers.OPENAI_PATHS), not 422.
+    **error_responses(400, 401, 403, 404, 413, 429, 503, 504),
     200: {"content": {"text/event-stream": {}}, "description": STREAM_DOC},
 }
 

@@ -10,8 +10,9 @@ safety_identifier, prompt_cache_key/options/retention, metadata, prediction, ser
 auto/default, store false, stream_options.include_obfuscation.
 
 Rules that span fields raise `Refused` (400 with param): stream_options needs stream,
-top_logprobs needs logprobs, min_tokens at most max_tokens, tool_choice needs tools (and
-a named tool must be one of them), an assistant message needs content or tool_calls;
+top_logprobs needs logprobs, min_tokens at most max_tokens (when max_tokens is sent; the
+service checks it against the default otherwise), tool_choice needs tools (and a named
+tool must be one of them), an assistant message needs content or tool_calls;
 completions: best_of only equal to n, max_tokens 0 only with echo and logprobs.
 """
 
@@ -36,7 +37,7 @@ from .chat_messages import (
     not_supported,
     refuse_function_messages,
 )
-from .common import WHOLE, Integer, NullIs, PositiveInteger, Refused, Strict
+from .common import WHOLE, Integer, NullIs, Refused, Strict, TokenIds
 
 # The sampling bounds, each written once on this side. The chat model checks the same
 # numbers again for callers that reach Triton directly (export/runtime/sampling.py; the
@@ -47,6 +48,7 @@ MAX_TOP_P: Final = 1  # and above 0
 MIN_TOP_K: Final = 0  # off
 MAX_TOP_K: Final = 1000  # this API's bound only: the model cuts at its vocabulary
 MAX_STOP_SEQUENCES: Final = 4
+MAX_STOP_CHARS: Final = 256  # each sequence
 MAX_N: Final = 8  # and at most the model's slots (its card; the service checks)
 MAX_LOGPROBS: Final = 20  # chat top_logprobs
 MAX_COMPLETION_LOGPROBS: Final = 5  # the legacy completions' logprobs
@@ -58,12 +60,15 @@ MIN_BIAS: Final = -100  # -100 bans the token
 MAX_BIAS: Final = 100
 MAX_MESSAGES: Final = 256
 MAX_TOOLS: Final = 128
+# Tokens a request may ask for (max_tokens, max_completion_tokens, min_tokens): Triton's
+# MAX_TOKENS and MIN_TOKENS are INT32, and a larger number must be refused here, naming
+# its field, never wrap or fail in the Triton client. The served model's card bounds
+# max_tokens lower (the service checks it; the served OpenAPI names it).
+MAX_COMPLETION_TOKENS: Final = 2**31 - 1
 # Triton's SEED is INT64 and the model takes it non-negative: any integer is taken modulo
 # this. (No bounds in the schema: generators compare huge integer bounds as floats, so a
 # "valid" 2**63 + 191 was generated against lt=2**63.)
 SEED_MODULUS: Final = 2**63
-# Token ids as the model's INT64/INT32 inputs take them (the model checks its vocabulary).
-MAX_TOKEN_ID: Final = 2**31 - 1
 
 
 def _seed_in_range(seed: int) -> int:
@@ -71,19 +76,20 @@ def _seed_in_range(seed: int) -> int:
 
 
 NonEmpty = Annotated[str, Field(min_length=1)]
-Stop = NonEmpty | Annotated[list[NonEmpty], Field(max_length=MAX_STOP_SEQUENCES)] | None
+StopSequence = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+Stop = StopSequence | Annotated[list[StopSequence], Field(max_length=MAX_STOP_SEQUENCES)] | None
+CompletionTokens = Annotated[int, Field(ge=1, le=MAX_COMPLETION_TOKENS), WHOLE]
 Seed = Annotated[Integer, AfterValidator(_seed_in_range)]
 Penalty = Annotated[float, Field(ge=MIN_PENALTY, le=MAX_PENALTY), NullIs(0.0)]
-# Keys are token ids in decimal (JSON object keys are strings), values -100 .. 100.
+# Keys are token ids in decimal (JSON object keys are strings): ASCII digits without
+# leading zeros, so that two keys never name one id ("12" and "012"); values -100 .. 100.
 LogitBias = Annotated[
     dict[
-        Annotated[str, Field(pattern=r"^[0-9]{1,9}$")],
+        Annotated[str, Field(pattern=r"^(0|[1-9][0-9]{0,8})$")],
         Annotated[float, Field(ge=MIN_BIAS, le=MAX_BIAS)],
     ],
     Field(max_length=MAX_LOGIT_BIAS),
 ]
-TokenId = Annotated[int, Field(ge=0, le=MAX_TOKEN_ID), WHOLE]
-TokenIds = Annotated[list[TokenId], Field(min_length=1)]
 # OpenAI's metadata bounds: 16 pairs, keys up to 64 characters, values up to 512.
 Metadata = Annotated[
     dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]],
@@ -108,7 +114,7 @@ class SamplingFields(Strict):
 
     model: str = Field(examples=["chat"])
     # The upper bound is the model's (its card); the served OpenAPI names it.
-    max_tokens: PositiveInteger | None = Field(None, description="Tokens to generate at most.")
+    max_tokens: CompletionTokens | None = Field(None, description="Tokens to generate at most.")
     temperature: Annotated[float, Field(ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE), NullIs(1.0)] = (
         Field(1.0, description="0 = greedy (deterministic).")
     )
@@ -117,7 +123,9 @@ class SamplingFields(Strict):
         0, description="Extension: 0 = off."
     )
     seed: Seed | None = Field(None, description="Same seed, same request: same text.")
-    stop: Stop = Field(None, description="Up to 4 sequences; the text ends before them.")
+    stop: Stop = Field(
+        None, description="Up to 4 sequences of up to 256 characters; the text ends before them."
+    )
     n: Annotated[int, Field(ge=1, le=MAX_N), WHOLE, NullIs(1)] = Field(
         1, description="Choices, each sampled on its own (at most the model's slots)."
     )
@@ -128,9 +136,13 @@ class SamplingFields(Strict):
     repetition_penalty: Annotated[float, Field(gt=0, le=MAX_REPETITION_PENALTY), NullIs(1.0)] = (
         Field(1.0, description="Extension: CTRL's penalty over prompt and output; 1 = off.")
     )
-    logit_bias: LogitBias | None = Field(None, description="Token id -> bias; -100 bans it.")
-    min_tokens: Annotated[int, Field(ge=0), WHOLE, NullIs(0)] = Field(
-        0, description="Extension: no stop (EOS or stop sequence) before this many tokens."
+    logit_bias: LogitBias | None = Field(
+        None, description="Token id (decimal, no leading zeros) -> bias; -100 bans it."
+    )
+    min_tokens: Annotated[int, Field(ge=0, le=MAX_COMPLETION_TOKENS), WHOLE, NullIs(0)] = Field(
+        0,
+        description="Extension: no stop (EOS or stop sequence) before this many tokens "
+        "(at most max_tokens, or its default).",
     )
     ignore_eos: Annotated[bool, NullIs(False)] = Field(
         False, description="Extension: the end-of-sequence token does not end the text."
@@ -169,7 +181,7 @@ class ChatCompletionRequest(SamplingFields):
         Field(min_length=1, max_length=MAX_MESSAGES),
         WrapValidator(refuse_function_messages),
     ]
-    max_completion_tokens: PositiveInteger | None = Field(None, description="Alias of max_tokens.")
+    max_completion_tokens: CompletionTokens | None = Field(None, description="Alias of max_tokens.")
     logprobs: Annotated[bool, NullIs(False)] = Field(
         False, description="Each output token's log probability."
     )
@@ -275,7 +287,7 @@ class CompletionRequest(SamplingFields):
         | Annotated[list[TokenIds], Field(min_length=1, max_length=1)]
     ) = Field(description="One prompt: text or token ids (a list of one is accepted).")
     # 0 only to score the prompt (with echo and logprobs): nothing is generated.
-    max_tokens: Annotated[int, Field(ge=0), WHOLE] | None = Field(
+    max_tokens: Annotated[int, Field(ge=0, le=MAX_COMPLETION_TOKENS), WHOLE] | None = Field(
         None,
         description="Tokens to generate at most (0: score the prompt, with echo and logprobs).",
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from pydantic import (
     BaseModel,
@@ -41,6 +41,13 @@ Integer = Annotated[int, _WHOLE]
 # Optional fields take their bounds here, before the validator: a Field(ge=1) on
 # `Integer | None` would reach the served OpenAPI as "ge" instead of "minimum".
 PositiveInteger = Annotated[int, Field(ge=1), _WHOLE]
+
+# Token ids as a tokenizer numbers them and the models' INT64/INT32 inputs take them
+# (completions' prompt, embeddings' input; each model's vocabulary bounds them further,
+# checked where the vocabulary is known).
+MAX_TOKEN_ID: Final = 2**31 - 1
+TokenId = Annotated[int, Field(ge=0, le=MAX_TOKEN_ID), _WHOLE]
+TokenIds = Annotated[list[TokenId], Field(min_length=1)]
 
 
 @dataclass(frozen=True)

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Final, Literal, cast
+from typing import Annotated, Literal, cast
 
 from pydantic import BaseModel, Field
 
-from .common import WHOLE, NullIs, PositiveInteger, Strict
-
-# Token ids as a tokenizer numbers them (the model's vocabulary bounds them further).
-MAX_TOKEN_ID: Final = 2**31 - 1
-TokenIds = Annotated[list[Annotated[int, Field(ge=0, le=MAX_TOKEN_ID), WHOLE]], Field(min_length=1)]
+from .common import NullIs, PositiveInteger, Strict, TokenIds
 
 
 class EmbeddingRequest(Strict):

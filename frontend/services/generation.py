@@ -2,7 +2,8 @@
 
 `chat()` and `complete()` do everything that can still become an HTTP error: the prompt's
 size (checked here, before the model's single instance spends time tokenizing it), the
-model and its token limit (the sampling bounds are the request schema's), the gRPC
+model and its token limit, min_tokens against the max_tokens in effect (the default's,
+when the request sends none; the other sampling bounds are the request schema's), the gRPC
 stream, the model's admission (bad prompt → 400, full → 503), the token reservation
 (429: the prompt and `n` times max_tokens, the most the call can use). After them,
 `updates()` yields the model's responses of every choice, interleaved, and `close()`
@@ -26,7 +27,12 @@ from ..context import RequestContext
 from ..errors import BadRequest, InfergateError, PromptTooLong, UpstreamError
 from ..observability.metrics import Metrics
 from ..ratelimit.quota import Reservation, TokenQuota
-from ..schemas.chat import ChatCompletionRequest, CompletionRequest, SamplingFields
+from ..schemas.chat import (
+    MAX_COMPLETION_TOKENS,
+    ChatCompletionRequest,
+    CompletionRequest,
+    SamplingFields,
+)
 from ..schemas.chat_responses import Usage
 from ..settings import GenerationSettings
 from ..triton.client import (
@@ -36,6 +42,7 @@ from ..triton.client import (
     LogprobEntry,
     TritonClient,
 )
+from .openai_logprobs import entries_text
 
 TASK = "text-generation"
 
@@ -248,13 +255,21 @@ class GenerationService:
         model = self.catalog.get(name, task=TASK)
         card = model.card(model.default_version)
         max_tokens = params.max_tokens
-        limit = card.max_completion_tokens or max_tokens
+        # A card without a bound is bounded by what Triton's INT32 MAX_TOKENS holds.
+        limit = min(card.max_completion_tokens or MAX_COMPLETION_TOKENS, MAX_COMPLETION_TOKENS)
         if max_tokens > limit:  # at least 1 unless scoring: the schema and settings say so
             raise BadRequest(
                 f"max_tokens is {max_tokens}; model {name!r} generates 1 to {limit} "
                 "tokens per request",
                 details={"max_completion_tokens": limit},
                 param=max_tokens_param,
+            )
+        if params.min_tokens > max_tokens:  # the schema checked a max_tokens sent, not the default
+            raise BadRequest(
+                f"min_tokens: {params.min_tokens} is more than the {max_tokens} tokens this "
+                "request generates at most (max_tokens, or its default)",
+                details={"max_tokens": max_tokens},
+                param="min_tokens",
             )
         if card.slots is not None and params.n > card.slots:
             raise BadRequest(
@@ -297,7 +312,7 @@ class GenerationService:
             if shown.echo:
                 entries = admitted.prompt_logprobs or []
                 echo = shown.echo_text
-                generation.echo = echo_text(entries) if echo is None else echo
+                generation.echo = entries_text(entries) if echo is None else echo
                 generation.prompt_logprobs = entries if shown.logprobs else None
             self.metrics.generated_tokens.labels(model.name, "prompt").inc(admitted.prompt_tokens)
             if self.quota is not None:
@@ -332,13 +347,3 @@ def _params(body: SamplingFields, max_tokens: int, **route: Any) -> GenerationPa
         ignore_eos=body.ignore_eos,
         **route,
     )
-
-
-def echo_text(entries: list[LogprobEntry]) -> str:
-    """A prompt's text from its logprob entries: their tokens' exact bytes joined (a
-    token alone may be part of a character), or the token texts where bytes are absent."""
-    raw = b"".join(
-        bytes(e["bytes"]) if e.get("bytes") is not None else str(e["token"]).encode()
-        for e in entries
-    )
-    return raw.decode("utf-8", errors="replace")

@@ -232,17 +232,18 @@ class InferenceService:
         cache: CallContext,
     ) -> Answer:
         model = self._model_for(request.model, EMBED)
+        name = model.name  # the catalog's: it names the Triton model and its directory
         decision = self.router.route(model, requested_version, cache.subject)
         version = decision.version
         dim = model.card(version).embedding_dim
         if request.dimensions is not None and request.dimensions != dim:
             raise InvalidRequest(
-                f"dimensions: model {request.model!r} produces {dim} dimensions",
+                f"dimensions: model {name!r} produces {dim} dimensions",
                 details=[{"loc": ["body", "dimensions"], "msg": f"must be {dim} or omitted"}],
                 param="dimensions",
             )
         texts = check_texts(
-            await self._input_texts(request, version), self.settings.limits, "input"
+            await self._input_texts(request, name, version), self.settings.limits, "input"
         )
         triton_seconds = 0.0
 
@@ -250,9 +251,7 @@ class InferenceService:
             nonlocal triton_seconds
             sub = [texts[i] for i in indices]
             outputs = (tensors.EMBEDDING, tensors.NUM_TOKENS)
-            result = await self.triton.infer_text(
-                request.model, str(version), sub, outputs, request_id
-            )
+            result = await self.triton.infer_text(name, str(version), sub, outputs, request_id)
             triton_seconds += result.triton_seconds
             vectors = result.outputs[tensors.EMBEDDING].astype("<f4", copy=False)
             tokens = result.outputs[tensors.NUM_TOKENS].reshape(-1).tolist()
@@ -264,7 +263,7 @@ class InferenceService:
             outcome = await self.cache.fetch(
                 texts,
                 compute,
-                model=request.model,
+                model=name,
                 version=str(version),
                 digest=digest,
                 params={},
@@ -272,9 +271,9 @@ class InferenceService:
                 bypass=cache.bypass,
             )
         except InfergateError:
-            self._observe(request.model, decision, time.perf_counter() - started, None)
+            self._observe(name, decision, time.perf_counter() - started, None)
             raise
-        self._observe(request.model, decision, time.perf_counter() - started, [])
+        self._observe(name, decision, time.perf_counter() - started, [])
         # Hits come back as lists of the float32 values: the same numbers, the same JSON.
         vectors = np.asarray([v["v"] for v in outcome.values], dtype="<f4")
         if request.encoding_format == "base64":
@@ -295,29 +294,32 @@ class InferenceService:
         body = {
             "object": "list",
             "data": data,
-            "model": request.model,
+            "model": name,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
         return Answer(
             body=body,
-            model=request.model,
+            model=name,
             version=str(version),
             items=len(texts),
             triton_seconds=triton_seconds,
             cache_hits=outcome.hits,
             cacheable=outcome.cacheable,
-            ttl_s=self.cache.ttl_for(request.model),
+            ttl_s=self.cache.ttl_for(name),
             headers=decision.headers,
         )
 
-    async def _input_texts(self, request: EmbeddingRequest, version: int) -> str | list[str]:
-        """The input as text: token ids are decoded with the version's own tokenizer."""
+    async def _input_texts(
+        self, request: EmbeddingRequest, model: str, version: int
+    ) -> str | list[str]:
+        """The input as text: token ids are decoded with the version's own tokenizer (in
+        the repository's directory of `model`, the catalog's name)."""
         text = request.text_input()
         if text is not None:
             return text
         ids = request.token_ids() or []
-        version_dir = self.settings.triton.model_repository / request.model / str(version)
-        texts = await decode_token_ids(version_dir, request.model, ids, request.one_input())
+        version_dir = self.settings.triton.model_repository / model / str(version)
+        texts = await decode_token_ids(version_dir, model, ids, request.one_input())
         return texts[0] if request.one_input() else texts
 
 

@@ -1,6 +1,7 @@
 """The model's logprob entries (one per token: id, token, bytes, logprob, top_logprobs)
 in OpenAI's two shapes: chat's `{"content": [...], "refusal": null}` and the legacy
-completions' parallel lists `{tokens, token_logprobs, top_logprobs, text_offset}`."""
+completions' parallel lists `{tokens, token_logprobs, top_logprobs, text_offset}`; and
+the text that entries spell (an echoed prompt sent as token ids)."""
 
 from __future__ import annotations
 
@@ -24,9 +25,16 @@ def _top(entry: LogprobEntry) -> TopLogprob:
     return TopLogprob(token=entry["token"], logprob=entry["logprob"], bytes=entry.get("bytes"))
 
 
-def _token_bytes(entry: LogprobEntry) -> bytes:
+def token_bytes(entry: LogprobEntry) -> bytes:
+    """The token's exact bytes (a token alone may be part of a character, which its
+    `token` text shows as U+FFFD), else its text's."""
     raw = entry.get("bytes")
     return bytes(raw) if raw is not None else str(entry["token"]).encode()
+
+
+def entries_text(entries: Iterable[LogprobEntry]) -> str:
+    """The text the entries' tokens spell: their bytes joined, then decoded."""
+    return b"".join(token_bytes(e) for e in entries).decode("utf-8", errors="replace")
 
 
 class LegacyLogprobs:
@@ -52,7 +60,7 @@ class LegacyLogprobs:
             logprobs.append(logprob)
             tops.append(None if logprob is None else _top_dict(entry))
             offsets.append(self._offset)
-            self._offset += len(self._decoder.decode(_token_bytes(entry)))
+            self._offset += len(self._decoder.decode(token_bytes(entry)))
         return CompletionLogprobs(
             tokens=tokens, token_logprobs=logprobs, top_logprobs=tops, text_offset=offsets
         )

@@ -65,10 +65,10 @@ async def chat_completion(g: Generation) -> ChatCompletionResponse:
     choices = []
     for i, got in enumerate(gathered):
         calls = [ToolCall.model_validate(c) for c in got.tool_calls]
-        # OpenAI's content is null when the answer is tool calls alone.
-        content: str | None = got.text
-        if calls:
-            content = got.text.strip() or None
+        # OpenAI's content is null when the answer is tool calls alone. The text before a
+        # call is kept as it came (its whitespace too): a stream sends it before anyone
+        # knows a call follows, and the whole answer says what the stream said.
+        content = (got.text or None) if calls else got.text
         message = AssistantMessage(content=content, tool_calls=calls or None)
         logprobs = chat_logprobs(got.entries) if g.show_logprobs else None
         choices.append(

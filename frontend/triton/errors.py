@@ -1,9 +1,12 @@
 """gRPC status -> domain error, at the boundary: nothing above the triton package sees a
 tritonclient exception. `map_error` reads a call's status; `model_error` reads the chat
-model's own final error (its message leads with the kind); `not_sent` says whether a
-failed call is safe to retry."""
+model's own final error (its message leads with the kind, and a refusal's text with the
+field at fault); `not_sent` says whether a failed call is safe to retry."""
 
 from __future__ import annotations
+
+import re
+from typing import Final
 
 from tritonclient.utils import InferenceServerException
 
@@ -15,6 +18,18 @@ from ..errors import (
     Overloaded,
     UpstreamError,
     UpstreamUnavailable,
+)
+from ..schemas.chat import ChatCompletionRequest, CompletionRequest
+
+# The request fields a refusal of the chat model can name (its own names for them are
+# OpenAI's: the frontend sends each option under the field's name).
+_REQUEST_FIELDS: Final = frozenset(ChatCompletionRequest.model_fields) | frozenset(
+    CompletionRequest.model_fields
+)
+# A refusal's leading field path as the model writes it, then ":", a space or the end:
+# "messages[3].content must ...", "response_format.json_schema.schema: ...", "n must ...".
+_LEADING_PATH: Final = re.compile(
+    r"([A-Za-z_][A-Za-z0-9_]*)((?:\[[0-9]+\]|\.[A-Za-z_][A-Za-z0-9_]*)*)(?=[:\s]|$)", re.ASCII
 )
 
 # UNAVAILABLE with one of these means the request never reached Triton: safe to retry.
@@ -56,7 +71,7 @@ def model_error(error: InferenceServerException, model: str) -> Exception:
     message = _strip_request_id(error.message() or "")
     kind, _, text = message.partition(": ")
     if kind == "invalid":
-        return BadRequest(text)
+        return BadRequest(text, param=refused_param(text))
     if kind == "overloaded":
         # Not the model's text: it names how many sequences run and wait, which tells a
         # caller how busy the service is (that is for metrics: infergate_chat_queued_*).
@@ -64,6 +79,17 @@ def model_error(error: InferenceServerException, model: str) -> Exception:
     if kind == "internal":
         return UpstreamError(f"generation failed in model {model!r}")
     return map_error(error, model, "", 0)
+
+
+def refused_param(text: str) -> str | None:
+    """The request field a refusal names first, as OpenAI's dotted `param`
+    ("messages[3].content ..." -> "messages.3.content"); None unless it leads with a field
+    of the request (the model also refuses in its own words: "the prompt is ...")."""
+    found = _LEADING_PATH.match(text)
+    if found is None or found.group(1) not in _REQUEST_FIELDS:
+        return None
+    rest = re.sub(r"\[([0-9]+)\]", r".\1", found.group(2))
+    return found.group(1) + rest
 
 
 def _not_found(model: str, version: str) -> Exception:

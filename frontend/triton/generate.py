@@ -10,6 +10,9 @@ Triton passes to the model as a cancelled request.
 
 What goes in (`GenerationParams`) and what comes out (`GenerationStep`) are plain values:
 the tensors are built and read here, and nothing above the triton package sees them.
+Every response carries every output of the contract (tensors.GENERATION_OUTPUTS; the
+catalog refuses at start-up a model whose card lacks one): a response without one is
+unreadable, an upstream error.
 """
 
 from __future__ import annotations
@@ -68,10 +71,7 @@ class GenerationStep:
     """One response of the stream: the admission (prompt_tokens known, no text yet; the
     prompt's logprob entries when asked), a token of choice `index` (its new text,
     possibly empty while a stop sequence may be forming), or the final one of a choice
-    (finish_reason set, with any text held back until then and its tool calls).
-
-    A model built before `index`, `logprobs` and `tool_calls` existed answers without
-    them: they read as choice 0, None and None."""
+    (finish_reason set, with any text held back until then and its tool calls)."""
 
     text: str
     prompt_tokens: int
@@ -137,14 +137,13 @@ class GenerationStream:
 
     def _read(self, result: Any) -> GenerationStep:
         admission, self._admitted = not self._admitted, True
-        index = _output(result, tensors.INDEX)
         entries = _json_output(result, tensors.TOKEN_LOGPROBS)
         return GenerationStep(
-            text=result.as_numpy(tensors.GEN_TEXT)[0].decode("utf-8"),
-            prompt_tokens=int(result.as_numpy(tensors.PROMPT_TOKENS)[0]),
-            completion_tokens=int(result.as_numpy(tensors.COMPLETION_TOKENS)[0]),
-            finish_reason=result.as_numpy(tensors.FINISH_REASON)[0].decode(),
-            index=0 if index is None else int(index[0]),
+            text=_output(result, tensors.GEN_TEXT).decode("utf-8"),
+            prompt_tokens=int(_output(result, tensors.PROMPT_TOKENS)),
+            completion_tokens=int(_output(result, tensors.COMPLETION_TOKENS)),
+            finish_reason=_output(result, tensors.FINISH_REASON).decode(),
+            index=int(_output(result, tensors.INDEX)),
             logprobs=None if admission else entries,
             tool_calls=_json_output(result, tensors.TOOL_CALLS),
             prompt_logprobs=entries if admission else None,
@@ -154,20 +153,18 @@ class GenerationStream:
         self._responses.cancel()
 
 
-def _output(result: Any, name: str) -> np.ndarray | None:
-    """An output the model may not have (built before it existed): tritonclient's
-    as_numpy gives None for it; a plain mapping of outputs raises KeyError."""
-    try:
-        value = result.as_numpy(name)
-    except KeyError:
-        return None
-    return value if value is None or value.size else None
+def _output(result: Any, name: str) -> Any:
+    """The one element of an output; ValueError when the response lacks it (tritonclient's
+    as_numpy gives None) or it is empty."""
+    value = result.as_numpy(name)
+    if value is None or not value.size:
+        raise ValueError(f"the response has no {name}")
+    return value.reshape(-1)[0]
 
 
 def _json_output(result: Any, name: str) -> list[Any] | None:
-    """A JSON list output: "" (not asked, or nothing this response) or absent -> None."""
-    value = _output(result, name)
-    raw = b"" if value is None else value.reshape(-1)[0]
+    """A JSON list output: "" (not asked, or nothing this response) -> None."""
+    raw = _output(result, name)
     if not raw:
         return None
     parsed = json.loads(raw)
@@ -194,8 +191,7 @@ def request_inputs(
 ) -> list[grpcaio.InferInput]:
     """The request's tensors: PROMPT, MESSAGES (a JSON list) or PROMPT_IDS, then the
     sampling. SEED, STOP and every option after them only when set: the model's defaults
-    are the neutral values, and a plain request stays what it was before the options
-    existed (a model repository built before them still answers it)."""
+    are the neutral values, so a plain request is the tensors it always was."""
     inputs = []
     if prompt is not None:
         inputs.append(_string(tensors.PROMPT, prompt))

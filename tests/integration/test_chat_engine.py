@@ -250,3 +250,23 @@ def test_prompt_logprobs_equal_the_reference_and_max_tokens_0_scores_only(engine
     assert [e["id"] for e in echoed.prompt_logprobs] == ids
     got = [e["logprob"] for e in echoed.prompt_logprobs[1:]]
     assert got == pytest.approx([e["logprob"] for e in entries[1:]], abs=1e-6)
+
+
+def test_prompt_logprobs_of_a_long_prompt_equal_the_reference_in_every_block(engine):
+    from export.runtime.logprobs import PROMPT_ROWS_PER_CHUNK
+
+    sentence = "The river runs past the old mill, and the miller counts the sacks of flour. "
+    ids = engine.encode_prompt(sentence * 12, None)
+    assert len(ids) > 2 * PROMPT_ROWS_PER_CHUNK  # scored in several blocks of rows
+    reference = reference_logprobs(engine, ids)
+    scored = Collector()
+    engine.submit(ids, Sampling(max_tokens=0, prompt_logprobs=20), scored)
+    entries = finished(scored).prompt_logprobs
+    assert entries is not None and [e["id"] for e in entries] == ids
+    for j in range(1, len(ids)):
+        row = reference[j - 1]
+        assert entries[j]["logprob"] == pytest.approx(row[ids[j]], abs=1e-4)
+        tops = [t["id"] for t in entries[j]["top_logprobs"]]
+        assert len(tops) == 20 and set(tops[:10]) == {int(i) for i in np.argsort(-row)[:10]}
+        values = [t["logprob"] for t in entries[j]["top_logprobs"]]
+        assert values == sorted(values, reverse=True)

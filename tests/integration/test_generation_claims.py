@@ -142,7 +142,7 @@ def test_direct_grpc_errors_are_final_responses_named_by_their_kind(client, trit
     for answers in invalid:
         assert len(answers) == 1 and isinstance(answers[0], str), answers  # final, alone
         assert answers[0].startswith("invalid: "), answers[0]
-    assert invalid[0][0] == "invalid: max_tokens must be 1..1024"
+    assert invalid[0][0] == "invalid: max_tokens must be 1..1024 (0 only with prompt logprobs)"
 
     # Overloaded: every slot and queue place held by direct streams, then one more.
     rejected_before = metric(triton, "infergate_chat_rejected_total")

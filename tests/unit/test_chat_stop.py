@@ -170,6 +170,22 @@ def test_the_http_probe_reads_triton_s_answers():
     assert http_ready(url)() is False
 
 
+def test_the_probe_asks_triton_directly_whatever_proxy_the_environment_names(monkeypatch):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Readiness)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v2/models/chat/versions/1/ready"
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nobody there: a proxied ask fails
+    try:
+        _Readiness.status = 200
+        assert http_ready(url)() is True
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_where_the_probe_asks():
     assert model_ready_url({}, {}, "chat", "2") == (
         "http://127.0.0.1:8000/v2/models/chat/versions/2/ready"

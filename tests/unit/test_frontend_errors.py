@@ -23,9 +23,20 @@ from .cards import write_cards
 ADMIN_KEY = "unit-test-admin-key-0123456789abcdef"
 
 
+# What the chat model sends in every response that a test's script leaves out (scripts
+# name the text, the counts and the finish reason): the neutral values of the rest of
+# the contract (the frontend reads every output of it).
+GENERATION_DEFAULTS = {
+    "INDEX": np.array([0], dtype=np.int32),
+    "TOKEN_LOGPROBS": np.array([b""], dtype=object),
+    "TOOL_CALLS": np.array([b""], dtype=object),
+}
+
+
 class FakeResult:
     def __init__(self, outputs: dict[str, np.ndarray]) -> None:
-        self.outputs = outputs
+        generation = "FINISH_REASON" in outputs
+        self.outputs = {**GENERATION_DEFAULTS, **outputs} if generation else outputs
 
     def as_numpy(self, name: str) -> np.ndarray:
         return self.outputs[name]

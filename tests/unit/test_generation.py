@@ -7,10 +7,15 @@ import pytest
 
 from export.runtime.failures import GenerationError
 from export.runtime.generation import GenerationError as ReExported
-from export.runtime.sampling import Sampling, TextStops, held_back, sample
+from export.runtime.sampling import Sampling, draw
+from export.runtime.stops import TextStops, held_back
 from export.spec import CHAT_OUTPUTS
 
 LOGITS = np.array([0.1, 3.0, 2.9, -1.0, 0.5], dtype=np.float32)
+
+
+def sample(logits: np.ndarray, s: Sampling, rng: np.random.Generator) -> int:
+    return draw(logits, s, rng)[0]
 
 
 def test_generation_error_is_one_class_re_exported():
@@ -62,7 +67,7 @@ def test_held_back_text(text, stops, held):
 
 
 def test_text_from_a_tool_call_opening_on_is_held_until_the_end():
-    stops = TextStops(Sampling(max_tokens=9), hold="<tool_call>")
+    stops = TextStops((), hold="<tool_call>")
     assert stops.delta("Sure. <tool") == "Sure. "  # may become the opening
     assert stops.delta("Sure. <tool_call>\n{") == ""
     assert stops.delta('Sure. <tool_call>\n{"name": "f"}') == ""
@@ -70,13 +75,13 @@ def test_text_from_a_tool_call_opening_on_is_held_until_the_end():
 
 
 def test_a_stop_string_before_min_tokens_does_not_end_the_text():
-    stops = TextStops(Sampling(max_tokens=9, stop=("END",), min_tokens=2))
+    stops = TextStops(("END",), min_tokens=2)
     assert stops.stop_at("a END", tokens=1) is None  # suppressed: only 1 token so far
     stops.delta("a END")
     assert stops.stop_at("a END b", tokens=2) is None  # that END is not a stop any more
     assert stops.stop_at("a END b END", tokens=3) == len("a END b ")
     # One that the min_tokens-th token completes counts.
-    late = TextStops(Sampling(max_tokens=9, stop=("END",), min_tokens=2))
+    late = TextStops(("END",), min_tokens=2)
     assert late.stop_at("a EN", tokens=1) is None
     assert late.stop_at("a END", tokens=2) == 2
 
@@ -88,9 +93,9 @@ def _byte_tokenizer():
     """One token per byte (GPT-2's byte symbols), and <|im_end|> as the stop token."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    from export.runtime.sampling import _bytes_to_unicode
+    from export.runtime.logprobs import bytes_to_unicode
 
-    vocab = {c: b for b, c in _bytes_to_unicode().items()}
+    vocab = {c: b for b, c in bytes_to_unicode().items()}
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -270,6 +275,122 @@ def test_one_choice_failing_in_the_loop_ends_its_siblings_too(scripted):
     assert other.events[-1][0] == "finish"  # the other request went on to its end
 
 
+def _collected(engine, sampling: Sampling, grammar=None, tools=None):
+    from export.runtime.generation import Collector
+
+    sink = Collector()
+    engine.submit([1, 2], sampling, sink, grammar=grammar, tools=tools)
+    assert sink.done.wait(30)
+    return sink
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_a_bias_that_bans_every_token_fails_the_request_as_invalid(scripted, temperature):
+    engine = scripted("abc")
+    everything = tuple((t, -100.0) for t in range(257))
+    sink = _collected(
+        engine, Sampling(max_tokens=5, temperature=temperature, logit_bias=everything)
+    )
+    assert sink.error is not None and sink.error.code == "invalid"
+    assert "logit_bias bans every token" in str(sink.error)
+    assert sink.generated_ids == []
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_a_bias_against_everything_the_grammar_allows_fails_as_invalid(scripted, temperature):
+    engine = scripted('{"a": 1}')
+    grammar = engine.grammar({"type": "json_object"}, None)
+    # A JSON object starts with "{" (no whitespace first): banning it leaves nothing.
+    banned = Sampling(max_tokens=5, temperature=temperature, logit_bias=((ord("{"), -100.0),))
+    sink = _collected(engine, banned, grammar=grammar)
+    assert sink.error is not None and sink.error.code == "invalid"
+    assert str(sink.error) == (
+        "logit_bias bans every token that response_format / the tool call allows"
+    )
+    assert not engine.busy
+
+
+def test_stop_strings_do_not_cut_a_grammar_constrained_answer(scripted):
+    answer = '{"a": "x STOP y"}'
+    engine = scripted(answer)
+    stopped = Sampling(max_tokens=40, stop=("STOP",))
+    free = _collected(engine, stopped)
+    assert (free.text, free.reason) == ('{"a": "x ', "stop")  # no grammar: cut
+    engine = scripted(answer)
+    grammar = engine.grammar({"type": "json_object"}, None)
+    constrained = _collected(engine, stopped, grammar=grammar)
+    assert (constrained.text, constrained.reason) == (answer, "stop")  # the grammar ended it
+
+
+def test_in_tools_auto_mode_stop_strings_still_apply(scripted):
+    from export.runtime.generation import ToolUse
+
+    call = '<tool_call>\n{"name": "weather", "arguments": {}}\n</tool_call>'
+    engine = scripted("Sure STOP " + call)
+    sink = _collected(engine, Sampling(max_tokens=80, stop=("STOP",)), tools=ToolUse(WEATHER))
+    assert (sink.text, sink.reason, sink.choices[0].tool_calls) == ("Sure ", "stop", None)
+
+
+def test_a_grammar_is_compiled_once_per_request_and_each_choice_moves_its_own(
+    scripted, monkeypatch
+):
+    from export.runtime.generation import Collector
+
+    engine = scripted('{"a": 1}', run=False)
+    compiled = []
+    real = engine.grammars.matcher
+
+    def counted(grammar):
+        compiled.append(grammar)
+        return real(grammar)
+
+    monkeypatch.setattr(engine.grammars, "matcher", counted)
+    grammar = engine.grammar({"type": "json_object"}, None)
+    sink = Collector()
+    engine.submit([1, 2], Sampling(max_tokens=20, n=3), sink, grammar=grammar)
+    assert len(compiled) == 1
+    (queued,) = engine._queue
+    assert len({id(seq.logits.matcher) for seq in queued.choices}) == 3  # copies
+    engine.start()
+    assert sink.done.wait(30) and sink.error is None
+    assert [sink.choices[i].text for i in range(3)] == ['{"a": 1}'] * 3
+    assert all(sink.choices[i].reason == "stop" for i in range(3))
+
+
+def test_room_is_checked_before_the_grammar_is_compiled(scripted, monkeypatch):
+    from export.runtime.generation import GenerationError, Limits
+
+    engine = scripted("a", limits=Limits(slots=1, queue=0), run=False)  # nothing drains
+    engine.submit([1], Sampling(max_tokens=1), Recorder())
+    compiled = []
+    monkeypatch.setattr(engine.grammars, "matcher", lambda g: compiled.append(g))
+    grammar = engine.grammar({"type": "json_object"}, None)
+    with pytest.raises(GenerationError) as refused:
+        engine.submit([1], Sampling(max_tokens=1), Recorder(), grammar=grammar)
+    assert refused.value.code == "overloaded" and compiled == []
+
+
+def test_the_grammar_tokenizer_is_built_with_the_engine_once_per_process(scripted_dir, monkeypatch):
+    import llguidance
+
+    from export.runtime import grammar as grammar_module
+    from export.runtime.generation import ChatEngine, Limits
+
+    built = []
+    real = llguidance.LLTokenizer
+
+    def counted(*args, **kwargs):
+        built.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(grammar_module, "_TOKENIZERS", {})
+    monkeypatch.setattr(llguidance, "LLTokenizer", counted)
+    first = ChatEngine(scripted_dir, Limits(slots=2), session=ScriptedModel([256]))
+    assert built == [1]  # before any request
+    second = ChatEngine(scripted_dir, Limits(slots=2), session=ScriptedModel([256]))
+    assert built == [1] and second.grammars.tokenizer() is first.grammars.tokenizer()
+
+
 # --- the Triton model's side: its inputs and responses ---------------------------------
 
 
@@ -364,7 +485,7 @@ def test_tools_parse_into_a_tool_use_and_required_takes_a_grammar(triton_side):
         engine,
     )
     assert required.tools is not None and required.tools.parallel is False
-    assert required.grammar is not None and "weather" in required.grammar
+    assert required.grammar is not None and "weather" in required.grammar.text
     off = chat_model.parse_request(
         FakePb, _inputs(MESSAGES=messages, TOOLS=tools, TOOL_CHOICE='"none"'), engine
     )
@@ -377,6 +498,13 @@ def test_tools_parse_into_a_tool_use_and_required_takes_a_grammar(triton_side):
         ({"PROMPT": "hi", "LOGIT_BIAS": "[1]"}, "LOGIT_BIAS"),
         ({"PROMPT": "hi", "LOGIT_BIAS": '{"x": 1}'}, "LOGIT_BIAS"),
         ({"PROMPT": "hi", "LOGIT_BIAS": "{"}, "LOGIT_BIAS"),
+        # Keys int() would take, but not plain decimal ids: one id, one spelling.
+        ({"PROMPT": "hi", "LOGIT_BIAS": '{"012": 1}'}, "LOGIT_BIAS: '012'"),
+        ({"PROMPT": "hi", "LOGIT_BIAS": '{"1_0": 1}'}, "LOGIT_BIAS: '1_0'"),
+        ({"PROMPT": "hi", "LOGIT_BIAS": '{"\u0661": 1}'}, "is not a token id"),
+        ({"PROMPT": "hi", "LOGIT_BIAS": '{" 7": 1}'}, "is not a token id"),
+        ({"PROMPT": "hi", "LOGIT_BIAS": '{"+7": 1}'}, "is not a token id"),
+        ({"PROMPT": "hi", "LOGIT_BIAS": '{"7": 1, "7": -1}'}, "token 7 is given twice"),
         ({"PROMPT": "hi", "LOGPROBS": -2}, "LOGPROBS"),
         ({"PROMPT": "hi", "N": [1, 2]}, "N"),
         ({"PROMPT": "hi", "PRESENCE_PENALTY": float("nan")}, "PRESENCE_PENALTY"),
@@ -391,6 +519,17 @@ def test_a_bad_input_is_refused_naming_it(triton_side, values, named):
     with pytest.raises(chat_model.GenerationError) as refused:
         chat_model.parse_request(FakePb, _inputs(**values), engine)
     assert refused.value.code == "invalid" and named in str(refused.value)
+
+
+def test_a_stop_sequence_that_is_not_utf8_is_refused_naming_stop(triton_side):
+    chat_model, engine = triton_side
+    request = _inputs(PROMPT="hi")
+    request["STOP"] = FakePb.Tensor("STOP", np.array([b"ok", b"\xff\xfe"], dtype=np.object_))
+    with pytest.raises(chat_model.GenerationError) as refused:
+        chat_model.parse_request(FakePb, request, engine)
+    assert refused.value.code == "invalid" and str(refused.value) == "STOP is not valid UTF-8"
+    request["STOP"] = FakePb.Tensor("STOP", np.array(["é".encode(), b"b"], dtype=np.object_))
+    assert chat_model.parse_request(FakePb, request, engine).sampling.stop == ("é", "b")
 
 
 def test_every_response_carries_index_logprobs_and_tool_calls_and_final_ends_the_last(

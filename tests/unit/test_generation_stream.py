@@ -2,8 +2,9 @@
 Triton): admission, idle and total deadlines cancel the call and raise 504's error; a
 stream that ends before its final response is an upstream error, never a silent end; with
 n choices it ends once each has finished; the new outputs (INDEX, TOKEN_LOGPROBS,
-TOOL_CALLS) are read, and a model without them still answers; the request's tensors carry
-each option only when it is not neutral."""
+TOOL_CALLS) are read, and a response without one of the contract's outputs is an upstream
+error (the catalog's start-up check is what keeps such a model out); the request's tensors
+carry each option only when it is not neutral."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 
 from frontend.errors import DeadlineExceeded, UpstreamError
 from frontend.settings import GenerationSettings
+from frontend.triton import tensors
 from frontend.triton.generate import GenerationParams, GenerationStream, request_inputs
 
 
@@ -25,9 +27,9 @@ def _string(value: str) -> np.ndarray:
 
 
 class Result:
-    """One response. Without `index`, `logprobs` and `tool_calls` it is what a model built
-    before them answers: those outputs are absent (as_numpy raises KeyError, like a plain
-    mapping of outputs; `absent_is_none`: None, like tritonclient's InferResult)."""
+    """One response, every output of the contract in it ("" where there is nothing);
+    `absent` names outputs left out (as_numpy gives None, as tritonclient's InferResult
+    does for an output the response lacks)."""
 
     def __init__(
         self,
@@ -36,28 +38,25 @@ class Result:
         completion: int,
         finish: str = "",
         *,
-        index: int | None = None,
+        index: int = 0,
         logprobs: list[dict] | None = None,
         tool_calls: list[dict] | None = None,
-        absent_is_none: bool = False,
+        absent: tuple[str, ...] = (),
     ) -> None:
-        self._absent_is_none = absent_is_none
         self._values = {
             "TEXT": _string(text),
             "PROMPT_TOKENS": np.array([prompt], dtype=np.int32),
             "COMPLETION_TOKENS": np.array([completion], dtype=np.int32),
             "FINISH_REASON": _string(finish),
+            "INDEX": np.array([index], dtype=np.int32),
+            "TOKEN_LOGPROBS": _string(json.dumps(logprobs) if logprobs else ""),
+            "TOOL_CALLS": _string(json.dumps(tool_calls) if tool_calls else ""),
         }
-        new = index is not None or logprobs is not None or tool_calls is not None
-        if new:  # a model of this release sends all three, "" where there is nothing
-            self._values["INDEX"] = np.array([index or 0], dtype=np.int32)
-            self._values["TOKEN_LOGPROBS"] = _string(json.dumps(logprobs) if logprobs else "")
-            self._values["TOOL_CALLS"] = _string(json.dumps(tool_calls) if tool_calls else "")
+        for name in absent:
+            del self._values[name]
 
     def as_numpy(self, name: str) -> np.ndarray | None:
-        if self._absent_is_none:
-            return self._values.get(name)
-        return self._values[name]
+        return self._values.get(name)
 
 
 class Scripted:
@@ -180,7 +179,7 @@ def test_total_deadline_bounds_the_idle_wait():
     assert responses.cancelled == 1
 
 
-# --- n choices, the new outputs, an old model ---------------------------------------------
+# --- n choices, the new outputs, a response without one ----------------------------------
 
 ENTRY = {"id": 7, "token": "Hi", "bytes": [72, 105], "logprob": -0.5, "top_logprobs": []}
 CALL = {"id": "call_" + "a" * 24, "type": "function", "function": {"name": "f", "arguments": "{}"}}
@@ -239,20 +238,29 @@ def test_the_new_outputs_are_read():
     assert final.tool_calls == [CALL] and final.logprobs is None
 
 
-@pytest.mark.parametrize("absent_is_none", [False, True])
-def test_a_model_without_the_new_outputs_still_answers(absent_is_none):
-    responses = Scripted(
-        [
-            Result("", 5, 0, absent_is_none=absent_is_none),
-            Result("Hi", 5, 1, absent_is_none=absent_is_none),
-            Result("", 5, 1, "stop", absent_is_none=absent_is_none),
-        ]
-    )
+def test_a_plain_answer_reads_as_choice_0_without_entries_or_calls():
+    responses = Scripted([Result("", 5, 0), Result("Hi", 5, 1), Result("", 5, 1, "stop")])
     steps = _drain(stream(responses))
     assert [(x.index, x.logprobs, x.tool_calls, x.prompt_logprobs) for x in steps] == [
         (0, None, None, None)
     ] * 3
     assert steps[-1].finish_reason == "stop"
+
+
+@pytest.mark.parametrize("output", sorted(tensors.GENERATION_OUTPUTS))
+def test_a_response_without_an_output_of_the_contract_is_an_upstream_error(output):
+    # No fallback for a model built before an output existed: the catalog refuses its card
+    # at start-up, and a response that still lacks one is the model's bug.
+    responses = Scripted([Result("", 5, 0), Result("Hi", 5, 1, absent=(output,))], hang=True)
+    s = stream(responses)
+
+    async def run() -> None:
+        await s.next()
+        await s.next()
+
+    with pytest.raises(UpstreamError, match="unreadable"):
+        asyncio.run(run())
+    assert s.finished and responses.cancelled == 1
 
 
 def test_unreadable_logprobs_are_an_upstream_error_that_cancels():

@@ -122,20 +122,10 @@ def test_text_or_no_format_has_no_grammar(grammars):
             "json_schema.name must match",
         ),
         (
-            {"type": "json_schema", "json_schema": {"name": "a"}},
-            "response_format.json_schema.schema must be",
-        ),
-        (
             {"type": "json_schema", "json_schema": {"name": "a", "schema": []}},
             "json_schema.schema must be",
         ),
         (json_schema(PERSON, strict="yes"), "response_format.json_schema.strict must be a boolean"),  # type: ignore[arg-type]
-        (json_schema({"type": "frog"}), "response_format.json_schema.schema: Invalid type: frog"),
-        (json_schema({"type": "string", "pattern": "(?=a)b"}), "look-around"),
-        (
-            json_schema({"type": "string", "format": "zodiac"}, strict=True),
-            "Unknown format: zodiac",
-        ),
     ],
 )
 def test_a_bad_response_format_is_refused_with_the_reason(grammars, response_format, names):
@@ -146,8 +136,95 @@ def test_a_bad_response_format_is_refused_with_the_reason(grammars, response_for
     assert names in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    ("schema", "names"),
+    [
+        ({"type": "frog"}, "response_format.json_schema.schema: Invalid type: frog"),
+        ({"type": "string", "pattern": "(?=a)b"}, "look-around"),
+        ({"type": "string", "format": "zodiac"}, "Unknown format: zodiac"),
+    ],
+)
+def test_a_schema_that_does_not_compile_is_refused_with_the_reason(grammars, schema, names):
+    grammar = grammars.for_response_format(json_schema(schema, strict=True))
+    with pytest.raises(GenerationError) as refused:
+        grammars.matcher(grammar)  # submit() compiles it, once the request has room
+    assert refused.value.code == "invalid"
+    assert names in str(refused.value) and "<non-verbose/>" not in str(refused.value)
+
+
 def test_not_strict_ignores_what_llguidance_does_not_implement(grammars):
-    assert grammars.for_response_format(json_schema({"type": "string", "format": "zodiac"}, False))
+    lenient = json_schema({"type": "string", "format": "zodiac"}, False)
+    assert not grammars.matcher(grammars.for_response_format(lenient)).finished()
+
+
+def test_a_json_schema_without_a_schema_is_any_json(grammars, tokenizer):
+    grammar = grammars.for_response_format({"type": "json_schema", "json_schema": {"name": "a"}})
+    for text in ('[1, "two", null]', '"just a string"', '{"k": {"n": 2.5}}'):
+        matcher = grammars.matcher(grammar)
+        for token in ids(tokenizer, text):
+            matcher.accept(token)
+        assert 2 in allowed(matcher), text  # complete: EOS may follow
+
+
+def test_a_matcher_past_the_parser_limits_mid_decode_is_an_invalid_request(
+    grammars, tokenizer, monkeypatch
+):
+    from export.runtime import grammar as grammar_module
+
+    # Limits this low stand for a hostile schema: the lexer needs more states as it goes.
+    monkeypatch.setitem(grammar_module.PARSER_LIMITS, "max_lexer_states", 20)
+    matcher = grammars.matcher(grammars.for_response_format(json_schema(PERSON)))
+    row = np.zeros(VOCAB, dtype=np.float32)
+    with pytest.raises(GenerationError) as refused:
+        for token in ids(tokenizer, '{"name": "Annabelle", "age": 3'):
+            matcher.mask(row.copy())
+            matcher.accept(token)
+    assert refused.value.code == "invalid"
+    message = str(refused.value)
+    assert message.startswith("response_format: the grammar went past this server's limits")
+    assert "too many states" in message and "<non-verbose/>" not in message
+
+
+def test_every_compile_runs_under_the_explicit_limits(grammars, monkeypatch):
+    import llguidance
+
+    from export.runtime import grammar as grammar_module
+
+    made = [
+        grammars.for_response_format(json_schema(PERSON)),
+        grammars.for_tool_calls(WALK_TOOLS, "required", parallel=True),
+    ]
+    seen = []
+    real = llguidance.LLMatcher
+
+    def made_with(*args, **kwargs):
+        seen.append(kwargs.get("limits"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(llguidance, "LLMatcher", made_with)
+    for grammar in made:
+        grammars.matcher(grammar)
+    assert len(seen) == 2
+    for limits in seen:
+        assert limits is not None
+        assert limits.max_lexer_states == grammar_module.PARSER_LIMITS["max_lexer_states"]
+        assert limits.max_grammar_size == grammar_module.PARSER_LIMITS["max_grammar_size"]
+        assert limits.verbose_errors is False
+
+
+def test_a_copy_moves_on_its_own(grammars, tokenizer):
+    grammar = grammars.for_response_format(json_schema(PERSON))
+    matcher = grammars.matcher(grammar)
+    copy = matcher.copy()
+    answer = ids(tokenizer, '{"name": "Ann", "age": 31, "member": true}')
+    for token in answer:
+        matcher.accept(token)
+    assert matcher.finished() and not copy.finished()
+    fresh = allowed(grammars.matcher(grammar))
+    assert np.array_equal(allowed(copy), fresh)  # still at the start
+    for token in answer:
+        copy.accept(token)
+    assert copy.finished()
 
 
 def test_valid_tokens_are_accepted_and_finish_the_grammar(grammars, tokenizer):
@@ -285,8 +362,7 @@ def walk(grammars, tokenizer, grammar: str, rng: np.random.Generator, limit: int
         choices = allowed(matcher)
         assert choices.size, "the mask allows nothing before the grammar is finished"
         token = int(rng.choice(choices))
-        if token in STOP_IDS:
-            assert matcher.accepting()
+        if token in STOP_IDS:  # allowed here: the text so far is complete
             return tokenizer.decode(tokens), True
         matcher.accept(token)
         tokens.append(token)
@@ -369,11 +445,9 @@ def test_random_walks_of_the_tool_call_grammar_parse_into_valid_calls(
         assert ended, text
         content, calls = parse_tool_calls(text, WALK_TOOLS, parallel)
         assert content == "" and calls, text
-        # Every block is a call, except repeats of an earlier call (dropped).
+        # Every block is a call (a repeated one too), at most MAX_PARALLEL_CALLS.
         blocks = re.findall(r"<tool_call>\n(.*?)\n</tool_call>", text, re.S)
-        distinct = {json.dumps(json.loads(b), sort_keys=True) for b in blocks}
-        assert len(blocks) <= MAX_PARALLEL_CALLS
-        assert len(calls) == (len(distinct) if parallel else 1)
+        assert len(calls) == len(blocks) <= (MAX_PARALLEL_CALLS if parallel else 1)
         for call in calls:
             name = call["function"]["name"]
             if isinstance(choice, dict):
@@ -394,7 +468,7 @@ def test_one_call_without_parallel_finishes_the_grammar(grammars, tokenizer):
         single.accept(token)
         several.accept(token)
     assert single.finished()
-    assert not several.finished() and several.accepting()  # "\n<tool_call>" may follow
+    assert not several.finished()  # complete (EOS allowed), but "\n<tool_call>" may follow
     assert 2 in allowed(several) and ids(tokenizer, "\n")[0] in allowed(several)
 
 
@@ -411,6 +485,8 @@ def test_an_unusable_parameters_schema_is_refused(grammars):
             }
         ]
     )
+    grammar = grammars.for_tool_calls(tools, "required", parallel=False)
     with pytest.raises(GenerationError) as refused:
-        grammars.for_tool_calls(tools, "required", parallel=False)
+        grammars.matcher(grammar)
     assert refused.value.code == "invalid" and "frog" in str(refused.value)
+    assert str(refused.value).startswith("tools: a parameters schema is not usable: ")

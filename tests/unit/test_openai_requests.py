@@ -2,7 +2,8 @@
 every field of OpenAI's reference is a schema field; every neutral value passes; what
 real clients send (the official client's and LangChain's own serialisation, captured)
 validates; each value this model cannot honour is 400 naming its parameter; the error
-envelope's type and param; 422 kept off the OpenAI routes; embeddings from token ids;
+envelope's type and param (the model's own refusals' too); 422 kept off the OpenAI routes
+(answers and OpenAPI); token counts within Triton's INT32; embeddings from token ids;
 the models' created and owned_by."""
 
 from __future__ import annotations
@@ -22,11 +23,20 @@ from openai.types import completion_create_params, embedding_create_params
 from openai.types.chat import completion_create_params as chat_create_params
 from pydantic import BaseModel
 from tokenizers import Tokenizer, models, pre_tokenizers
+from tritonclient.utils import InferenceServerException
 
-from frontend.schemas.chat import MAX_LOGIT_BIAS, ChatCompletionRequest, CompletionRequest
+from frontend import container
+from frontend.schemas.chat import (
+    MAX_COMPLETION_TOKENS,
+    MAX_LOGIT_BIAS,
+    MAX_STOP_CHARS,
+    ChatCompletionRequest,
+    CompletionRequest,
+)
 from frontend.schemas.common import Refused
 from frontend.schemas.embeddings import EmbeddingRequest
 from frontend.services import token_ids
+from frontend.settings import GenerationSettings
 
 from .test_api_claims import CHAT, COMPLETIONS, USER, GenerationTriton, _tensors, post, start
 from .test_frontend_errors import ADMIN_KEY, assert_envelope
@@ -571,7 +581,18 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     (CHAT, {"logit_bias": {"5": 101}}, "logit_bias.5"),
     (CHAT, {"logit_bias": {"five": 1}}, "logit_bias.five"),
     (CHAT, {"logit_bias": {str(i): 1 for i in range(MAX_LOGIT_BIAS + 1)}}, "logit_bias"),
+    # A token id is written one way: no leading zeros (two keys would name one id), ASCII
+    # digits only, nothing around them.
+    (CHAT, {"logit_bias": {"012": 1}}, "logit_bias.012"),
+    (CHAT, {"logit_bias": {"12": 1, "012": 2}}, "logit_bias.012"),
+    (COMPLETIONS, {"logit_bias": {"00": 1}}, "logit_bias.00"),
+    (COMPLETIONS, {"logit_bias": {"\u0661\u0662": 1}}, "logit_bias.\u0661\u0662"),
+    (CHAT, {"logit_bias": {"12\n": 1}}, "logit_bias.12\n"),
     (CHAT, {"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    (CHAT, {"stop": "s" * (MAX_STOP_CHARS + 1)}, "stop"),
+    # (A list item's error names the field: the union's first member, a text, is what
+    # pydantic reports first.)
+    (COMPLETIONS, {"stop": ["ok", "s" * (MAX_STOP_CHARS + 1)]}, "stop"),
     (CHAT, {"stream_options": {"include_usage": True}}, "stream_options"),
     (CHAT, {"min_tokens": 9, "max_tokens": 8}, "min_tokens"),
     (CHAT, {"min_tokens": 9, "max_completion_tokens": 8}, "min_tokens"),
@@ -602,6 +623,9 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     (CHAT, {"response_format": {"type": "xml"}}, "response_format"),
     (CHAT, {"temperature": "hot"}, "temperature"),
     (CHAT, {"max_tokens": 0}, "max_tokens"),
+    (CHAT, {"max_tokens": 2**31}, "max_tokens"),
+    (CHAT, {"max_completion_tokens": 2**40}, "max_completion_tokens"),
+    (COMPLETIONS, {"max_tokens": 2**63}, "max_tokens"),
     (CHAT, {"echo": True}, "echo"),  # a completions field: unknown here
     (COMPLETIONS, {"best_of": 2}, "best_of"),
     (COMPLETIONS, {"suffix": "the end"}, "suffix"),
@@ -660,6 +684,90 @@ def test_media_parts_are_refused_as_what_they_are(api, kind, part):
     assert error["message"].endswith(f"this model does not accept {kind}"), error
 
 
+def test_stop_sequences_and_logit_bias_ids_at_their_bounds_pass(api, fake):
+    stops = ["s" * MAX_STOP_CHARS, "\u00e9" * MAX_STOP_CHARS]  # characters, not bytes
+    response = post(api, CHAT, stop=stops, logit_bias={"0": 1, "10": 2, "999999999": -1})
+    assert response.status_code == 200, response.text
+    assert [s.decode() for s in fake.streams[-1].inputs["STOP"]] == stops
+    bias = fake.streams[-1].inputs["LOGIT_BIAS"][0]
+    assert json.loads(bias) == {"0": 1.0, "10": 2.0, "999999999": -1.0}
+
+
+# --- token counts: within Triton's INT32, min_tokens within the max_tokens in effect ---------
+
+# min_tokens past what MAX_TOKENS (INT32) holds, or past the max_tokens in effect: with
+# none sent, the route's default (256 chat, 16 completions) is the one in effect.
+MIN_TOKENS_REFUSED = [
+    {"min_tokens": 2**63},
+    {"min_tokens": 2**40},
+    {"min_tokens": 2**31},
+    {"min_tokens": 2**40, "max_tokens": 8},
+    {"min_tokens": 5000},
+    {"min_tokens": MAX_COMPLETION_TOKENS},
+    {"min_tokens": GenerationSettings().default_completion_max_tokens + 1},
+]
+
+
+@pytest.mark.parametrize("route", [CHAT, COMPLETIONS])
+@pytest.mark.parametrize("fields", MIN_TOKENS_REFUSED, ids=str)
+def test_min_tokens_past_the_max_tokens_in_effect_is_400_naming_it(api, fake, route, fields):
+    default = GenerationSettings().default_completion_max_tokens
+    if route == CHAT and fields == {"min_tokens": default + 1}:
+        # Chat's default is larger: this many is within it.
+        assert post(api, route, **fields).status_code == 200
+        assert fake.sent("MIN_TOKENS") == default + 1
+        return
+    response = post(api, route, **fields)
+    assert response.status_code == 400, response.text  # never a 500, never a wrapped count
+    error = response.json()["error"]
+    assert (error["type"], error["param"]) == ("invalid_request_error", "min_tokens"), error
+    assert "min_tokens" in error["message"]
+    assert fake.streams == []  # refused before the model
+
+
+@pytest.mark.parametrize("route", [CHAT, COMPLETIONS])
+def test_min_tokens_up_to_the_default_max_tokens_is_sent(api, fake, route):
+    settings = GenerationSettings()
+    default = (
+        settings.default_chat_max_tokens
+        if route == CHAT
+        else (settings.default_completion_max_tokens)
+    )
+    assert post(api, route, min_tokens=default).status_code == 200
+    assert (fake.sent("MIN_TOKENS"), fake.sent("MAX_TOKENS")) == (default, default)
+
+
+def test_the_token_bounds_are_int32s():
+    assert MAX_COMPLETION_TOKENS == 2**31 - 1
+    chat(max_tokens=MAX_COMPLETION_TOKENS, min_tokens=MAX_COMPLETION_TOKENS)  # the schema's
+    for schema in (ChatCompletionRequest, CompletionRequest):
+        fields = schema.model_json_schema()["properties"]
+        assert fields["min_tokens"]["maximum"] == MAX_COMPLETION_TOKENS
+        integer = next(b for b in fields["max_tokens"]["anyOf"] if b.get("type") == "integer")
+        assert integer["maximum"] == MAX_COMPLETION_TOKENS
+
+
+# --- the model's own refusals name their field ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("message", "param"),
+    [
+        ("logit_bias: token 60000 is not in the vocabulary (49152 tokens)", "logit_bias"),
+        (
+            "messages[1].tool_call_id 'x' answers no tool call of the assistant message",
+            "messages.1.tool_call_id",
+        ),
+        ("messages[0]: this model does not accept image content", "messages.0"),
+        ("the prompt is 2000 tokens; this model takes at most 1024", None),
+    ],
+)
+def test_a_refusal_of_the_model_is_400_naming_its_field(api, fake, message, param):
+    fake.script = [InferenceServerException(f"invalid: {message}", "StatusCode.INVALID_ARGUMENT")]
+    error = assert_envelope(post(api, CHAT), 400, "bad_request")
+    assert (error["message"], error["param"]) == (message, param)
+
+
 # --- the envelope everywhere; 422 off the OpenAI routes ------------------------------------------
 
 
@@ -694,6 +802,20 @@ def test_other_routes_keep_422_for_invalid_input(api, fake):
     error = assert_envelope(refused, 422, "validation_error")
     assert error["param"] == "inputs.1"
     assert fake.calls == []
+
+
+def test_the_openapi_documents_400_not_422_on_the_openai_routes(api):
+    schema = api.get("/openapi.json").json()
+    for path in (CHAT, COMPLETIONS, EMBEDDINGS):
+        responses = schema["paths"][path]["post"]["responses"]
+        assert "400" in responses and "422" not in responses, (path, sorted(responses))
+    # Elsewhere FastAPI's 422 stays: that is what those routes answer.
+    assert "422" in schema["paths"]["/v1/models/{model}/predict"]["post"]["responses"]
+    # The served bounds: the chat card's (1024) for max_tokens and min_tokens alike.
+    fields = schema["components"]["schemas"]["ChatCompletionRequest"]["properties"]
+    assert fields["min_tokens"]["maximum"] == 1024
+    integer = next(b for b in fields["max_tokens"]["anyOf"] if b.get("type") == "integer")
+    assert integer["maximum"] == 1024
 
 
 def test_the_official_client_raises_the_400_with_its_param(api):
@@ -752,6 +874,20 @@ def test_a_model_without_a_tokenizer_refuses_ids(api, tmp_path):
         api.post(EMBEDDINGS, json={"model": "embed", "input": [3]}), 400, "validation_error"
     )
     assert error["param"] == "input" and "text only" in error["message"]
+
+
+def test_token_ids_are_read_with_the_tokenizer_of_the_catalogs_model(api, fake):
+    """The tokenizer's directory is the catalog's model name, not the request's text (a
+    catalog entry found under another name still reads its own model's tokenizer)."""
+    services = container.services_of(api.app)
+    assert services is not None
+    services.catalog.models["alias"] = services.catalog.models["embed"]
+    response = api.post(
+        EMBEDDINGS, json={"model": "alias", "input": [3, 4]}, headers={"Cache-Control": "no-cache"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["model"] == "embed"
+    assert fake.texts[-1] == ["the food"]
 
 
 def test_the_clients_default_base64_embeddings(api):

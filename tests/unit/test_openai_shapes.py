@@ -557,6 +557,23 @@ def test_tool_calls_whole(script):
     assert chat["choices"][0]["message"]["content"] == "Let me look."
 
 
+def test_text_before_a_call_is_the_same_whole_and_streamed(script):
+    """The stream sends the text before a call as it comes (nobody knows yet that a call
+    follows), so the whole answer keeps it as it came too, whitespace and all."""
+    said = [
+        step("", 0),
+        step(" Let me look.", 3),
+        step("\n\n", 4),
+        step("", 8, "tool_calls", tool_calls=CALLS[:1]),
+    ]
+    chat, _ = _answer(script, CHAT_ROUTE, said, messages=USER_HI, tools=TOOLS)
+    whole = chat["choices"][0]["message"]
+    assert (whole["content"], whole["tool_calls"]) == (" Let me look.\n\n", CALLS[:1])
+    chunks = _chunks(script, CHAT_ROUTE, said, messages=USER_HI, tools=TOOLS)
+    streamed = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert streamed == whole["content"]
+
+
 def test_tool_calls_stream_then_the_finish(script):
     chunks = _chunks(script, CHAT_ROUTE, CALLED, messages=USER_HI, tools=TOOLS)
     deltas = [(c["choices"][0]["delta"], c["choices"][0]["finish_reason"]) for c in chunks]

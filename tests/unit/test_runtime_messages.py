@@ -278,7 +278,7 @@ def test_fallback_renders_past_calls_and_merges_tool_answers():
             {"role": "tool", "tool_call_id": "c", "content": "25C"},
         ]
     )
-    rendered = template.render(messages, TOOLS, tool_choice="none")  # no block: none
+    rendered = template.render(messages)  # no tools (tool_choice "none"): no block
     assert rendered == (
         "<|im_start|>system\nS<|im_end|>\n"
         "<|im_start|>user\nTwo cities?<|im_end|>\n"
@@ -309,7 +309,7 @@ def test_a_template_with_tool_support_gets_them_and_the_messages_as_they_are():
     assert template.render(messages, TOOLS) == (
         "TOOLS=get_weather\nuser:Paris?\nassistant:[get_weather Paris]\ntool:18C\n"
     )
-    assert not template.render(messages, TOOLS, tool_choice="none").startswith("TOOLS=")
+    assert not template.render(messages).startswith("TOOLS=")
 
 
 def test_the_templates_raise_exception_is_an_invalid_request():

@@ -13,6 +13,7 @@ import pytest
 from export.runtime.failures import GenerationError
 from export.runtime.tools import (
     MAX_TOOLS,
+    finished_calls,
     grammar_schema,
     parse_tool_calls,
     tool_call_grammar,
@@ -251,9 +252,30 @@ def test_a_tools_local_references_still_resolve_inside_the_call_schema():
     assert moved["$defs"] == parameters["$defs"]
 
 
-def test_a_repeated_call_is_kept_once():
+def test_the_same_call_twice_is_two_calls_with_their_own_ids():
+    # A tool with side effects (send_email, add_item) may be meant to run twice.
     block = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
-    other = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Rome"}}\n</tool_call>'
-    content, calls = parse_tool_calls("\n".join([block, block, other, block]), TOOLS)
+    content, calls = parse_tool_calls("\n".join([block, block]), TOOLS)
     assert content == ""
-    assert [json.loads(c["function"]["arguments"])["city"] for c in calls] == ["Paris", "Rome"]
+    assert [c["function"] for c in calls] == [
+        {"name": "get_weather", "arguments": '{"city":"Paris"}'}
+    ] * 2
+    assert calls[0]["id"] != calls[1]["id"]
+    # Without parallel calls the second is dropped all the same.
+    assert len(parse_tool_calls("\n".join([block, block]), TOOLS, parallel=False)[1]) == 1
+
+
+def test_a_finished_answer_with_calls_ends_by_tool_calls_unless_cut():
+    call = '<tool_call>\n{"name": "now", "arguments": {}}\n</tool_call>'
+    content, calls, reason = finished_calls("Sure. " + call, "stop", TOOLS, parallel=True)
+    assert (content, reason) == ("Sure.", "tool_calls") and calls and len(calls) == 1
+    # Cut by max_tokens: the completed call is kept, the reason stays "length".
+    cut = finished_calls(call + "\n<tool_call>\n{", "length", TOOLS, parallel=True)
+    assert cut[1] and cut[2] == "length" and cut[0] == "<tool_call>\n{"
+    assert finished_calls("Just text.", "stop", TOOLS, parallel=True) == (
+        "Just text.",
+        None,
+        "stop",
+    )
+    broken = "<tool_call>\n{not json}\n</tool_call>"
+    assert finished_calls(broken, "stop", TOOLS, parallel=True) == (broken, None, "stop")

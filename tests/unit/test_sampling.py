@@ -12,18 +12,25 @@ import numpy as np
 import pytest
 
 from export.runtime.failures import GenerationError
-from export.runtime.sampling import (
+from export.runtime.logprobs import (
     EXCLUDED_LOGPROB,
+    PROMPT_ROWS_PER_CHUNK,
+    TokenText,
+    log_softmax,
+    top_ids,
+    top_ids_rows,
+)
+from export.runtime.sampling import (
+    ALL_BANNED,
     MAX_LOGIT_BIAS,
     MAX_LOGPROBS,
     MAX_N,
+    MAX_STOP_CHARS,
+    MAX_STOP_SEQUENCES,
     LogitsPipeline,
     Sampling,
-    TokenText,
     check_sampling,
     draw,
-    log_softmax,
-    top_ids,
 )
 
 STOP_IDS = {0, 2}
@@ -135,6 +142,63 @@ def test_min_tokens_bans_the_stop_tokens_until_reached_and_ignore_eos_always():
         forever.accept(3)
 
 
+class OnlyAllows:
+    """A grammar's mask that allows only these tokens (sampling.Mask)."""
+
+    def __init__(self, *allowed: int) -> None:
+        self.allowed = list(allowed)
+
+    def mask(self, logits: np.ndarray) -> None:
+        kept = logits[self.allowed].copy()
+        logits.fill(-np.inf)
+        logits[self.allowed] = kept
+
+    def accept(self, token_id: int) -> None: ...
+
+    def finished(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_a_bias_that_bans_what_the_grammar_allows_is_refused_not_sampled(temperature):
+    logits = np.linspace(-2.0, 3.0, 8).astype(np.float32)
+    s = Sampling(max_tokens=9, temperature=temperature, logit_bias=((3, -100.0), (5, -100.0)))
+    pipeline = LogitsPipeline(s, [], STOP_IDS, OnlyAllows(3, 5))
+    with pytest.raises(GenerationError) as refused:
+        pipeline.adjust(logits)
+    assert refused.value.code == "invalid" and str(refused.value) == ALL_BANNED
+    # One allowed token left unbanned: drawn, whatever the temperature.
+    kept = LogitsPipeline(s, [], STOP_IDS, OnlyAllows(3, 5, 6))
+    assert draw(kept.adjust(logits), s, np.random.default_rng(0))[0] == 6
+    # Without a grammar: a bias over the whole vocabulary.
+    everything = Sampling(
+        max_tokens=9, temperature=temperature, logit_bias=tuple((t, -100.0) for t in range(8))
+    )
+    with pytest.raises(GenerationError) as refused:
+        LogitsPipeline(everything, [], STOP_IDS).adjust(logits)
+    assert refused.value.code == "invalid" and "logit_bias bans every token" in str(refused.value)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_draw_never_samples_from_an_empty_or_nan_row(temperature):
+    s = Sampling(max_tokens=1, temperature=temperature)
+    rng = np.random.default_rng(0)
+    with pytest.raises(GenerationError) as refused:
+        draw(np.full(6, -np.inf, dtype=np.float32), s, rng, want_logprobs=True)
+    assert refused.value.code == "invalid" and str(refused.value) == ALL_BANNED
+    broken = np.array([0.5, np.nan, 1.0], dtype=np.float32)
+    with pytest.raises(GenerationError) as refused:
+        draw(broken, s, rng)
+    assert refused.value.code == "internal"  # the model's fault, not the request's
+
+
+def test_min_tokens_gives_way_when_the_grammar_allows_only_a_stop_token():
+    s = Sampling(max_tokens=9, min_tokens=5)
+    pipeline = LogitsPipeline(s, [], STOP_IDS, OnlyAllows(2))
+    x = pipeline.adjust(np.zeros(8, dtype=np.float32))
+    assert np.flatnonzero(np.isfinite(x)).tolist() == [2]
+
+
 def reference_distribution(logits: np.ndarray, temperature: float, top_p: float) -> np.ndarray:
     x = logits.astype(np.float64) / temperature
     p = np.exp(x - x.max())
@@ -197,6 +261,32 @@ def test_entries_carry_each_tokens_own_text_and_exact_bytes():
     assert text.of(0) == ("<|im_end|>", list(b"<|im_end|>"))
 
 
+@pytest.mark.parametrize("k", [0, 1, 3, 7, 40])
+def test_top_ids_of_a_block_of_rows_equal_each_rows_own_ties_included(k):
+    data = np.random.default_rng(k)
+    continuous = data.standard_normal((9, 301))
+    # Few distinct values: the k-th value is tied inside and outside the k picked.
+    tied = data.integers(0, 4, (9, 301)).astype(np.float64)
+    banned = continuous.copy()
+    banned[:, ::3] = -np.inf
+    for block in (continuous, tied, banned, log_softmax(continuous.astype(np.float32))):
+        got = top_ids_rows(block, k)
+        assert got.shape == (9, min(k, 301))
+        for row in range(9):
+            assert got[row].tolist() == top_ids(block[row], k).tolist()
+
+
+def test_prompt_entries_in_blocks_equal_row_by_row_scoring():
+    text = TokenText(byte_level_tokenizer())
+    n = 2 * PROMPT_ROWS_PER_CHUNK + 5  # blocks: full, full, partial
+    rows = np.random.default_rng(9).standard_normal((n, 6)).astype(np.float32)
+    ids = [int(i) for i in np.random.default_rng(10).integers(0, 6, n)]
+    entries = text.prompt(rows, ids, 3)
+    assert len(entries) == n
+    for j in range(1, n):
+        assert entries[j] == text.generated(ids[j], log_softmax(rows[j - 1]), 3)
+
+
 def test_prompt_entries_use_the_plain_model_and_nothing_predicts_the_first_token():
     text = TokenText(byte_level_tokenizer())
     rows = np.random.default_rng(5).standard_normal((3, 6)).astype(np.float32)
@@ -244,6 +334,13 @@ def test_logprobs_penalties_and_bias_bounds():
     many = tuple((i, 1.0) for i in range(MAX_LOGIT_BIAS + 1))
     assert "at most" in refused(Sampling(max_tokens=4, logit_bias=many))
     check_sampling(Sampling(max_tokens=4, logit_bias=many[:-1]), 64)
+
+
+def test_each_stop_sequence_is_bounded_in_characters():
+    longest = "x" * MAX_STOP_CHARS
+    check_sampling(Sampling(max_tokens=4, stop=(longest,) * MAX_STOP_SEQUENCES), 64)
+    message = refused(Sampling(max_tokens=4, stop=("ok", longest + "x")))
+    assert message.startswith("stop") and str(MAX_STOP_CHARS) in message
 
 
 def test_min_tokens_at_most_max_tokens_and_zero_tokens_only_to_score_a_prompt():

@@ -1,8 +1,9 @@
 """The sampling bounds are written once per side: the frontend's request schema checks
 them for HTTP callers, the chat model checks them again for callers that reach Triton's
-gRPC directly. The packages share no code, so this holds the two sides' numbers equal:
-whatever the schema accepts the model accepts, and what the model refuses the schema
-refuses first (a 422 naming the field, never the model's 400)."""
+gRPC directly. The packages share no code, so this holds the two sides' numbers equal
+(and the tools' bound and name pattern): whatever the schema accepts the model accepts,
+and what the model refuses the schema refuses first (a 400 from the schema naming the
+field, as the OpenAI routes answer invalid input, never the model's refusal)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import pytest
 from pydantic import ValidationError
 
 import export.runtime.sampling as engine
+import export.runtime.tools as engine_tools
 import frontend.schemas.chat as schema
+import frontend.schemas.chat_messages as schema_messages
 from export.runtime.failures import GenerationError
 from export.runtime.sampling import Sampling, check_sampling
 from frontend.schemas.chat import ChatCompletionRequest
@@ -27,6 +30,7 @@ def test_the_two_sides_name_the_same_numbers():
         "MAX_TOP_P",
         "MIN_TOP_K",
         "MAX_STOP_SEQUENCES",
+        "MAX_STOP_CHARS",
         "MAX_N",
         "MAX_LOGPROBS",
         "MIN_PENALTY",
@@ -39,6 +43,12 @@ def test_the_two_sides_name_the_same_numbers():
         assert getattr(schema, name) == getattr(engine, name), name
     # The schema takes any seed modulo 2**63; the model takes 0 .. 2**63 - 1.
     assert schema.SEED_MODULUS == engine.MAX_SEED + 1
+
+
+def test_the_two_sides_bound_tools_alike():
+    assert schema.MAX_TOOLS == engine_tools.MAX_TOOLS
+    # The schema's pattern is searched (pydantic), so it is anchored; the model fullmatches.
+    assert f"^{engine_tools.NAME_PATTERN.pattern}$" == schema_messages.NAME_PATTERN
 
 
 def _request(**fields) -> ChatCompletionRequest:
@@ -72,6 +82,8 @@ EDGES = [
     {"top_k": schema.MIN_TOP_K},
     {"top_k": schema.MAX_TOP_K},
     {"stop": ["s"] * schema.MAX_STOP_SEQUENCES},
+    {"stop": ["s" * schema.MAX_STOP_CHARS]},
+    {"stop": ["\u00e9" * schema.MAX_STOP_CHARS]},  # characters, not bytes
     {"seed": 0},
     {"seed": -1},
     {"seed": 2**64 + 5},
@@ -105,6 +117,7 @@ OUTSIDE = [
     {"top_k": schema.MIN_TOP_K - 1},
     {"stop": ["s"] * (schema.MAX_STOP_SEQUENCES + 1)},
     {"stop": [""]},
+    {"stop": ["s" * (schema.MAX_STOP_CHARS + 1)]},
     {"n": schema.MAX_N + 1},
     {"n": 0},
     {"logprobs": True, "top_logprobs": schema.MAX_LOGPROBS + 1},
@@ -163,3 +176,4 @@ def test_the_served_schema_states_the_bounds():
     assert fields["top_k"]["maximum"] == schema.MAX_TOP_K
     stop_list = next(a for a in fields["stop"]["anyOf"] if a.get("type") == "array")
     assert stop_list["maxItems"] == schema.MAX_STOP_SEQUENCES
+    assert stop_list["items"]["maxLength"] == schema.MAX_STOP_CHARS

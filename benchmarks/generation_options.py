@@ -40,10 +40,11 @@ PROMPTS = [
     "Write an essay about the importance of sleep.",
     "Explain how vaccines train the immune system.",
 ]
-# One long string: the model can keep writing inside it for the whole token budget.
+# One long string that cannot close within the token budget (1 000 characters at least):
+# every constrained sequence runs as long as the others, so the rates compare per token.
 STORY_SCHEMA = {
     "type": "object",
-    "properties": {"story": {"type": "string", "maxLength": 4000}},
+    "properties": {"story": {"type": "string", "minLength": 1000, "maxLength": 4000}},
     "required": ["story"],
     "additionalProperties": False,
 }

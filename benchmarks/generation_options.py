@@ -28,18 +28,9 @@ from typing import Any
 
 from export.runtime.generation import ChatEngine, Collector, Limits, Sampling
 
+from .chat import PROMPTS
 from .machine import machine
 
-PROMPTS = [
-    "Write a long story about a robot who learns to paint.",
-    "Explain in detail how a steam engine works.",
-    "Describe the history of the printing press.",
-    "Write a detailed guide to growing tomatoes at home.",
-    "Explain how the internet routes a message from one computer to another.",
-    "Describe a day in the life of a lighthouse keeper.",
-    "Write an essay about the importance of sleep.",
-    "Explain how vaccines train the immune system.",
-]
 # One long string that cannot close within the token budget (1 000 characters at least):
 # every constrained sequence runs as long as the others, so the rates compare per token.
 STORY_SCHEMA = {

@@ -411,7 +411,9 @@ def test_sigterm_finishes_in_flight_and_refuses_new(triton, repository, tmp_path
         def refused() -> bool:
             try:
                 httpx.get(url + "/health/live", timeout=5)
-            except httpx.ConnectError:
+            except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError):
+                # Refused, or (a connection the kernel accepted just as uvicorn closed its
+                # socket, seen once on a clean-clone run) reset with no answer: both refuse.
                 return True
             return False
 

@@ -23,6 +23,7 @@ The keep-alive timeout is uvicorn's own (`timeout_keep_alive`).
 from __future__ import annotations
 
 import asyncio
+import select
 from typing import Any
 
 from uvicorn.config import Config
@@ -44,6 +45,10 @@ from .raw import raw_error
 
 _CREDENTIALS = frozenset({b"authorization", b"x-api-key"})
 LINGER_S = 1.0
+# A late event loop can run the head timer before the read of bytes that arrived in
+# time (libuv runs due timers before it polls): a connection that looks idle but whose
+# socket is readable gets one more look this long after, once the pending read has run.
+RECHECK_S = 0.05
 
 
 class _Refused(Exception):
@@ -77,6 +82,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._hosts = 0
         self._refused: InfergateError | None = None
         self._lingering = False
+        self._rechecked = False
 
     # --- connection -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -193,10 +199,24 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         started = self._head_bytes > 0
+        if not started and not self._rechecked and self._readable():
+            self._rechecked = True
+            self._head_timer = self.loop.call_later(RECHECK_S, self._head_late)
+            return
         if started and (self.cycle is None or self.cycle.response_complete):
             self._refuse_now(RequestTimeout("request head not received in time"))
         else:  # idle, or the next request's head behind one still being answered
             self.transport.close()
+
+    def _readable(self) -> bool:
+        """Whether bytes (or the peer's close) wait unread on the socket."""
+        sock = self.transport.get_extra_info("socket")
+        try:
+            poller = select.poll()  # not select(): file descriptors past 1024
+            poller.register(sock.fileno(), select.POLLIN)
+            return bool(poller.poll(0))
+        except (AttributeError, OSError, ValueError):
+            return False
 
     def _body_late(self) -> None:
         self._body_timer = None

@@ -231,7 +231,8 @@ def test_disconnect_after_three_tokens_cancels_the_model(live, triton):
 
     left = asyncio.run(read_three_then_leave())
     while metric(triton, "infergate_chat_cancelled_total") == cancelled_before:
-        assert time.monotonic() - left < 1.0, "the model did not see the cancellation in 1 s"
+        # A hang bound (the next decode step is test_chat_engine's claim); the time printed.
+        assert time.monotonic() - left < 5.0, "the model did not see the cancellation in 5 s"
         time.sleep(0.01)
     seen_after = time.monotonic() - left
     generated = metric(triton, "infergate_chat_generated_tokens_total")

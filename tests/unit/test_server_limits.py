@@ -12,6 +12,7 @@ import contextlib
 import functools
 import json
 import pickle
+import socket
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -36,11 +37,11 @@ class FakeTransport(asyncio.Transport):
         self.eof = False
         self.closed = asyncio.Event()
         self.shut = asyncio.Event()  # write side shut (EOF sent) or closed
+        self.sock: socket.socket | None = None  # what the protocol may poll for readiness
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(
-            name, default
-        )
+        extra = {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}
+        return self.sock if name == "socket" else extra.get(name, default)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         assert not self.eof and not self.closed.is_set(), "write after EOF or close"
@@ -166,6 +167,33 @@ async def test_slowloris_head_gets_408_at_the_head_deadline(connect):
     envelope_of(conn.transport, 408, "request_timeout")
     print(f"slowloris closed after {elapsed:.3f}s (deadline 0.2s)")
     assert elapsed >= 0.15
+
+
+@in_loop
+async def test_a_head_that_arrived_in_time_is_not_taken_for_idle_when_the_loop_is_late(connect):
+    # The loop stalls past the head deadline while the head's first bytes wait on the
+    # socket: the deadline's timer runs before the read (as libuv orders them). The
+    # protocol sees the socket readable, looks again once the read has run, and answers
+    # the started head 408 instead of closing it as an idle connection.
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        head = b"GET /health/live HTTP/1.1\r\nHost: api\r\nX-a: "
+        theirs.sendall(head)
+        conn = connect(**FAST)
+        conn.transport.sock = ours
+        loop.call_later(0.21, conn.send, head)  # the read, due just after the deadline
+        time.sleep(0.3)  # the stall: both are due when the loop runs again
+        await conn.wait(conn.transport.shut)
+        envelope_of(conn.transport, 408, "request_timeout")
+
+        # Readable but never read (nothing reached the parser): one more look, then the
+        # silent close of an idle connection, not a loop of looks.
+        idle = connect(**FAST)
+        idle.transport.sock = ours
+        elapsed = await idle.wait(idle.transport.closed)
+        assert idle.transport.written == b""
+        assert elapsed < 2
 
 
 @in_loop

@@ -21,6 +21,16 @@ from .stack import PASSWORD, Stack, create_key, dump, fresh, from_both_workers, 
 pytestmark = pytest.mark.integration
 
 
+# These tests hold atomicity (200 calls at once over two workers), not latency: Redis
+# deadlines of 5 s, not the service's 0.5 s, so that a loaded CI machine answering the
+# 200th call late does not read as Redis down (seen once on a clean-clone run: each worker
+# fell back to its own local window and admitted the key's 40).
+ATOMICITY_NOT_LATENCY = {
+    "INFERGATE_REDIS__SOCKET_TIMEOUT_S": "5",
+    "INFERGATE_REDIS__DEADLINE_S": "5",
+}
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def stack(request, triton, repository, tmp_path_factory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp(f"races-{request.param}")
@@ -36,7 +46,13 @@ def stack(request, triton, repository, tmp_path_factory) -> Iterator[Stack]:
     redis = private_redis(tmp)
     try:
         served = Stack(
-            triton, repository, tmp, database_url=database_url, redis_url=redis.url, workers=2
+            triton,
+            repository,
+            tmp,
+            database_url=database_url,
+            redis_url=redis.url,
+            workers=2,
+            env=ATOMICITY_NOT_LATENCY,
         )
         yield served
         served.stop()

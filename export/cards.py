@@ -9,7 +9,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .served import ServedSpec
 from .spec import CHAT_INPUTS, CHAT_OUTPUTS, ChatSpec, ModelSpec, VersionSpec
+
+# The image and summary fields: every card names every field (the frontend's schema is
+# one field set), None where the task has none.
+OTHER_TASK_FIELDS: dict[str, Any] = {
+    "image_size": None,
+    "max_image_pixels": None,
+    "max_image_bytes": None,
+    "methods": None,
+}
 
 
 def card(spec: ModelSpec, version: VersionSpec, facts: dict[str, Any], target: str) -> dict:
@@ -39,6 +49,7 @@ def card(spec: ModelSpec, version: VersionSpec, facts: dict[str, Any], target: s
         "quality": facts["quality"],
         "artifact": facts["artifact"],
         "onnx_io": facts["onnx_io"],
+        **OTHER_TASK_FIELDS,
         "triton_io": {
             "inputs": {"TEXT": "BYTES [batch, 1], UTF-8"},
             "outputs": (
@@ -49,6 +60,46 @@ def card(spec: ModelSpec, version: VersionSpec, facts: dict[str, Any], target: s
             "decoupled": False,
         },
     }
+
+
+def served_card(
+    spec: ServedSpec, facts: dict[str, Any], target: str, fields: dict[str, Any]
+) -> dict:
+    """The card of a model built by its kind's builder (export/kinds.py): the common
+    fields here, the task's own (truncation, scores, triton_io, image and summary
+    fields) from the builder's card_fields."""
+    labels = facts.get("labels", [])
+    data = {
+        "model": spec.name,
+        "version": 1,
+        "task": spec.task,
+        "description": spec.description,
+        "version_description": spec.version_description,
+        "target": target,
+        "labels": labels,
+        "num_labels": len(labels),
+        "embedding_dim": None,
+        "max_length_tokens": spec.max_length,
+        "max_prompt_tokens": None,
+        "max_completion_tokens": None,
+        "slots": None,
+        "queue": None,
+        "truncation": "",  # the task's own words (card_fields)
+        "score_kind": None,
+        "score_meaning": None,
+        "licence": spec.licence,
+        "sources": facts["sources"],
+        "quality": facts["quality"],
+        "artifact": facts["artifact"],
+        "onnx_io": facts["onnx_io"],
+        **OTHER_TASK_FIELDS,
+        "triton_io": {},  # the task's own tensors (card_fields)
+    }
+    unknown = set(fields) - set(data)
+    if unknown:  # one field set for every card: a builder cannot add its own
+        raise ValueError(f"{spec.name}: card_fields names unknown fields {sorted(unknown)}")
+    data.update(fields)  # in place: the card's field order is the schema's
+    return data
 
 
 def chat_card(spec: ChatSpec, facts: dict[str, Any], target: str) -> dict:
@@ -81,6 +132,7 @@ def chat_card(spec: ChatSpec, facts: dict[str, Any], target: str) -> dict:
         },
         "artifact": facts["artifact"],
         "onnx_io": facts["onnx_io"],
+        **OTHER_TASK_FIELDS,
         "triton_io": {
             "inputs": {t.name: f"{t.data_type} {list(t.dims)}, optional" for t in CHAT_INPUTS},
             "outputs": [t.name for t in CHAT_OUTPUTS],
@@ -111,7 +163,7 @@ def card_markdown(data: dict) -> str:
                 else f" ({', '.join(data['labels'])})"
             ),
         ),
-        ("max length", f"{data['max_length_tokens']} tokens (longer texts truncated)"),
+        ("input limit", data["truncation"]),
         ("score", data["score_meaning"] or "n/a"),
         ("licence", data["licence"]),
         (

@@ -15,6 +15,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from .served import ServedSpec
 from .spec import (
     CHAT_INPUTS,
     CHAT_OUTPUTS,
@@ -40,7 +41,7 @@ def _params(config: mc.ModelConfig, params: dict[str, str]) -> None:
         config.parameters[key].string_value = value
 
 
-def _batching(config: mc.ModelConfig, spec: ModelSpec, delay_us: int) -> None:
+def _batching(config: mc.ModelConfig, spec: ModelSpec | ServedSpec, delay_us: int) -> None:
     config.max_batch_size = spec.batching.max_batch_size
     config.dynamic_batching.max_queue_delay_microseconds = delay_us
     policy = config.dynamic_batching.default_queue_policy
@@ -145,6 +146,19 @@ def chat_config(spec: ChatSpec, target: Target) -> mc.ModelConfig:
         },
     )
     return config
+
+
+# Public names for the builder modules of the other kinds (export/kinds.py).
+tensor = _tensor
+params = _params
+batching = _batching
+
+
+def versions(config: mc.ModelConfig, spec: ModelSpec | ServedSpec) -> None:
+    if isinstance(spec, ServedSpec):
+        config.version_policy.specific.versions.extend(spec.versions)
+    else:
+        _versions(config, spec)
 
 
 def write_config(config: mc.ModelConfig, model_dir: Path) -> Path:

@@ -114,6 +114,8 @@ def validate_repository(repository: Path) -> list[str]:
                 _check_onnx(name, config, vdir / "model.onnx", problems, tensors)
             elif config.backend == "python" and config.model_transaction_policy.decoupled:
                 _check_chat_model(name, config, vdir, version, problems)
+            elif config.backend == "python" and _served_task(vdir):
+                _check_served_model(name, config, params, vdir, version, configs, problems)
             elif config.backend == "python":
                 _check_python_model(
                     name, config, params, vdir, version, configs, repository, problems
@@ -121,6 +123,54 @@ def validate_repository(repository: Path) -> list[str]:
             else:
                 problems.append(f"{name}: unexpected backend {config.backend!r}")
     return problems
+
+
+# The tasks of the models built by their kind's builder (export/kinds.py).
+_SERVED_TASKS = {"token-classification", "image-classification", "summarization"}
+
+
+def _served_task(vdir: Path) -> str | None:
+    try:
+        task = json.loads((vdir / "card.json").read_text()).get("task")
+    except (OSError, ValueError):
+        return None
+    return task if task in _SERVED_TASKS else None
+
+
+def _check_served_model(
+    name: str,
+    config: Any,
+    params: dict[str, str],
+    vdir: Path,
+    version: int,
+    configs: dict[str, Any],
+    problems: list[str],
+) -> None:
+    """A model of another kind: its runner is there, the card names the config's tensors,
+    and the ONNX graph it serves (here on cpu, in its core on gpu) is where it should be."""
+    label = f"{name}/{version}"
+    if not (vdir / "model.py").is_file():
+        problems.append(f"{label}: model.py is missing")
+    card = json.loads((vdir / "card.json").read_text())
+    io = card.get("triton_io", {})
+    declared_in = {t.name for t in config.input}
+    declared_out = {t.name for t in config.output}
+    if set(io.get("inputs", {})) != declared_in or set(io.get("outputs", [])) != declared_out:
+        problems.append(f"{label}: the card's triton_io differs from the config's tensors")
+    if "SCORES" in declared_out and card.get("labels"):
+        dims = next(list(t.dims) for t in config.output if t.name == "SCORES")
+        if dims != [len(card["labels"])]:
+            problems.append(f"{label}: SCORES dims {dims} but {len(card['labels'])} labels")
+    core = params.get("core_model")
+    if core:
+        core_config = configs.get(core)
+        if core_config is None:
+            problems.append(f"{name}: core model {core!r} is not in the repository")
+        elif version not in core_config.version_policy.specific.versions:
+            problems.append(f"{name}: version {version} has no core version in {core}")
+        return
+    if card.get("onnx_io", {}).get("inputs") and not (vdir / "model.onnx").is_file():
+        problems.append(f"{label}: model.onnx is missing")
 
 
 def _check_python_model(

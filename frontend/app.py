@@ -105,6 +105,7 @@ def create_app(
         BodyGuardMiddleware,
         max_body_bytes=settings.limits.max_body_bytes,
         max_json_depth=settings.limits.max_json_depth,
+        cap_of=_body_cap_of,
     )
     if settings.cors.allow_origins:
         app.add_middleware(
@@ -215,6 +216,16 @@ def _document_openai_status(schema: dict) -> None:
         for operation in schema.get("paths", {}).get(path, {}).values():
             if isinstance(operation, dict):
                 operation.get("responses", {}).pop("422", None)
+
+
+def _body_cap_of(scope: Scope) -> int | None:
+    """The body guard's way to a request's own cap (a predict request to an image model
+    carries its images: limits.max_image_body_bytes); None: the global cap, also before
+    start-up has built the catalog."""
+    services = services_of(scope["app"])
+    if services is None:
+        return None
+    return predict.body_cap(services.catalog, scope["path"], services.settings.limits)
 
 
 def _ledger_of(scope: Scope) -> UsageLedger | None:

@@ -118,6 +118,22 @@ class LimitSettings(BaseModel):
     max_input_chars: int = Field(20_000, ge=1, le=1_000_000)
     max_batch_chars: int = Field(1_000_000, ge=1, le=64_000_000)
     max_top_k: int = Field(20, ge=1, le=1000)
+    # The other model kinds (POST /v1/models/{model}/predict). Items per request, bounded
+    # by the bundled models' Triton max_batch_size (export/served_catalog.py: ner and pii
+    # 64, imagenet 32, summarize 8): the service sends a request's misses as one Triton
+    # request, and Triton refuses a larger one whole, in words that name no limit of this
+    # API. The card does not carry max_batch_size, so these bounds are where it is kept
+    # (tests/unit/test_settings.py checks them against the specs).
+    max_entity_items: int = Field(64, ge=1, le=64)
+    max_summary_items: int = Field(8, ge=1, le=8)
+    max_images: int = Field(16, ge=1, le=32)
+    # One image's encoded bytes; the model card's max_image_bytes applies too (the lower).
+    max_image_bytes: int = Field(20 << 20, ge=1024, le=48 << 20)
+    # The body of a request to an image model, instead of max_body_bytes: multipart carries
+    # the images' bytes, JSON their base64 (4/3 of the bytes: 32 MiB holds one 20 MiB image
+    # or 24 MiB of images). Below the gRPC channel's 64 MiB message (triton/client.py),
+    # which carries the images to Triton in one request.
+    max_image_body_bytes: int = Field(32 << 20, ge=1024, le=60 << 20)
 
 
 class Tier(BaseModel):

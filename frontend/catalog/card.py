@@ -13,7 +13,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
-Task = Literal["text-classification", "feature-extraction", "text-generation"]
+Task = Literal[
+    "text-classification",
+    "feature-extraction",
+    "text-generation",
+    "token-classification",
+    "image-classification",
+    "summarization",
+]
 Target = Literal["cpu", "gpu"]
 ScoreKind = Literal["probability", "decision_value"]
 
@@ -71,10 +78,12 @@ class TritonIO(_Strict):
 
 class ModelCard(_Strict):
     """One served model version. Besides each field's type, a card fits its task:
-    num_labels is len(labels); text-classification has labels; feature-extraction has
-    embedding_dim; text-generation has max_prompt_tokens, max_completion_tokens, slots and
-    queue, and only it is triton_io.decoupled. The frontend also checks triton_io against
-    the tensor names it uses (frontend/triton/tensors.py)."""
+    num_labels is len(labels); text-, token- and image-classification have labels;
+    feature-extraction has embedding_dim; text-generation has max_prompt_tokens,
+    max_completion_tokens, slots and queue, and only it is triton_io.decoupled;
+    image-classification has image_size, max_image_pixels and max_image_bytes;
+    summarization has methods. The frontend also checks triton_io against the tensor names
+    it uses (frontend/triton/tensors.py)."""
 
     model: str = Field(min_length=1)
     """The Triton model name (also the directory the card is in)."""
@@ -89,7 +98,9 @@ class ModelCard(_Strict):
     target: Target
     """The build target the repository was assembled for."""
     labels: list[str]
-    """Class labels, in score order (empty unless text-classification)."""
+    """Class labels in score order (text- and image-classification), or the entity types a
+    token-classification model finds (the span labels, e.g. PERSON, not BIO tags); empty
+    for the other tasks."""
     num_labels: int = Field(ge=0)
     """len(labels)."""
     embedding_dim: int | None = Field(gt=0)
@@ -118,6 +129,18 @@ class ModelCard(_Strict):
     """Figures the build measured (or quoted, where the name says so)."""
     artifact: Artifact
     onnx_io: OnnxIO
+    image_size: int | None = Field(default=None, ge=1)
+    """The square, in pixels, an image is resized and cropped to (image-classification
+    only)."""
+    max_image_pixels: int | None = Field(default=None, ge=1)
+    """Most pixels (width x height) an image may have, checked from its header before it is
+    decoded (image-classification only)."""
+    max_image_bytes: int | None = Field(default=None, ge=1)
+    """Largest encoded image, in bytes (image-classification only); the frontend's own cap
+    (limits.max_image_bytes) applies too, the lower of the two."""
+    methods: list[str] | None = None
+    """The summarization methods the model offers, e.g. extractive and abstractive
+    (summarization only)."""
     triton_io: TritonIO
 
     @model_validator(mode="after")
@@ -125,8 +148,19 @@ class ModelCard(_Strict):
         """What the frontend needs from a card of each task, checked once at start-up."""
         if self.num_labels != len(self.labels):
             raise ValueError(f"num_labels is {self.num_labels} but there are {len(self.labels)}")
-        if self.task == "text-classification" and not self.labels:
-            raise ValueError("labels: a text-classification model needs its labels")
+        labelled = ("text-classification", "token-classification", "image-classification")
+        if self.task in labelled and not self.labels:
+            raise ValueError(f"labels: a {self.task} model needs its labels")
+        if self.task == "image-classification":
+            missing = [
+                name
+                for name in ("image_size", "max_image_pixels", "max_image_bytes")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(f"{', '.join(missing)}: an image-classification model needs them")
+        if self.task == "summarization" and not self.methods:
+            raise ValueError("methods: a summarization model needs them")
         if self.task == "feature-extraction" and self.embedding_dim is None:
             raise ValueError("embedding_dim: a feature-extraction model needs it")
         if self.task == "text-generation":

@@ -8,12 +8,15 @@
   standard parser would otherwise guess UTF-16 or UTF-32 and accept it.
 - An object with the same key twice -> 400 (parsers keep the last one silently, so two
   readers of one body could disagree on what it says).
-Starlette has no default body cap; this is it.
+Starlette has no default body cap; this is it. A request may have its own cap instead
+(`cap_of`: a predict request to an image model carries its images, up to
+limits.max_image_body_bytes); every check above then uses that one.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -36,31 +39,40 @@ _UTF8 = frozenset({"utf-8", "utf8"})
 
 
 class BodyGuardMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int, max_json_depth: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        max_json_depth: int,
+        cap_of: Callable[[Scope], int | None] | None = None,
+    ) -> None:
+        """`cap_of(scope)`: the request's own body cap, or None for `max_body_bytes`."""
         self.app = app
         self.max_bytes = max_body_bytes
         self.max_depth = max_json_depth
+        self.cap_of = cap_of
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in _NO_BODY:
             await self.app(scope, receive, send)
             return
         request_id = context(scope).request_id
+        limit = (self.cap_of(scope) if self.cap_of is not None else None) or self.max_bytes
         headers = Headers(scope=scope)
         declared = headers.get("content-length")
         if declared is not None and (
-            not (declared.isascii() and declared.isdigit()) or int(declared) > self.max_bytes
+            not (declared.isascii() and declared.isdigit()) or int(declared) > limit
         ):
-            await send_error(send, self._too_large(), request_id)
+            await send_error(send, _too_large(limit), request_id)
             return
         content_type = headers.get("content-type", "")
         if "json" not in content_type:
-            await self.app(scope, self._counting(receive), send)
+            await self.app(scope, _counting(receive, limit), send)
             return
         try:
             if "charset" in content_type.lower():
                 _check_charset(content_type)
-            body = await self._read(receive)
+            body = await _read(receive, limit)
             if body:
                 check_json(body, self.max_depth)
         except InfergateError as error:
@@ -68,38 +80,39 @@ class BodyGuardMiddleware:
             return
         await self.app(scope, _replay(body, receive), send)
 
-    def _too_large(self) -> PayloadTooLarge:
-        return PayloadTooLarge(
-            f"request body exceeds {self.max_bytes} bytes", details={"limit_bytes": self.max_bytes}
-        )
 
-    async def _read(self, receive: Receive) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise BadRequest("client disconnected while sending the body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                raise self._too_large()
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body exceeds {limit} bytes", details={"limit_bytes": limit})
 
-    def _counting(self, receive: Receive) -> Receive:
-        size = 0
 
-        async def counted() -> Message:
-            nonlocal size
-            message = await receive()
-            size += len(message.get("body", b""))
-            if size > self.max_bytes:
-                raise self._too_large()
-            return message
+async def _read(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise BadRequest("client disconnected while sending the body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
-        return counted
+
+def _counting(receive: Receive, limit: int) -> Receive:
+    size = 0
+
+    async def counted() -> Message:
+        nonlocal size
+        message = await receive()
+        size += len(message.get("body", b""))
+        if size > limit:
+            raise _too_large(limit)
+        return message
+
+    return counted
 
 
 def _check_charset(content_type: str) -> None:

@@ -32,6 +32,12 @@ class ModelInfo(BaseModel):
     num_labels: int
     embedding_dim: int | None = None
     max_input_tokens: int
+    # image-classification: the square an image is resized to, and its caps.
+    image_size: int | None = None
+    max_image_pixels: int | None = None
+    max_image_bytes: int | None = None
+    # summarization: the methods it offers.
+    methods: list[str] | None = None
     ready: bool
     labels: list[str] | None = None
 

@@ -1,61 +1,56 @@
 """Orchestration for text models: resolve the version, call Triton once for the whole
-batch, shape the answer. Routes stay thin; this holds the logic."""
+batch, shape the answer. Routes stay thin; this holds the logic. The predict route's
+other tasks have their own services (entities.py, images.py, summaries.py), which
+`predictor` hands a request to; what they all share is in model_calls.py."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import random
-import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from starlette.requests import Request
 
 from ..cache.service import ResultCache
 from ..catalog import Catalog, ServedModel
 from ..errors import InfergateError, InputInvalid, InvalidRequest, ModelNotFound
 from ..observability.metrics import Metrics
-from ..routing.router import Decision, Router
+from ..routing.router import Router
 from ..routing.stats import RoutingStats
 from ..schemas.embeddings import EmbeddingRequest
 from ..schemas.predict import PredictRequest
 from ..settings import Settings
 from ..triton import tensors
 from ..triton.client import TritonClient
+from .bodies import json_body
+from .entities import EntityService
+from .images import ImageService
+from .model_calls import (
+    CLASSIFY,
+    EMBED,
+    IMAGES,
+    PREDICT_TASKS,
+    ROUTES_BY_TASK,
+    SUMMARIES,
+    TOKENS,
+    Answer,
+    CallContext,
+    ModelCalls,
+    Predictor,
+    TritonClock,
+    top_labels,
+)
+from .summaries import SummaryService
 from .texts import check_texts
 from .token_ids import decode_token_ids
 
-CLASSIFY, EMBED = "text-classification", "feature-extraction"
-# Where each task is served: named when a route is asked for another task's model.
-_ROUTES_BY_TASK = {
-    CLASSIFY: "/v1/models/{model}/predict",
-    EMBED: "/v1/embeddings",
-    "text-generation": "/v1/chat/completions or /v1/completions",
-}
+# Importable from here as they always were (api.common, tests).
+__all__ = ["Answer", "CallContext", "InferenceService"]
 
 
-@dataclass(frozen=True, slots=True)
-class CallContext:
-    account: str  # whose cache entries (tenant scope)
-    bypass: bool  # the caller sent Cache-Control: no-cache / no-store
-    subject: str = ""  # who routing assigns (sticky rollout / experiment buckets)
-
-
-@dataclass(kw_only=True)
-class Answer:
-    body: dict[str, Any]
-    model: str
-    version: str
-    items: int
-    triton_seconds: float
-    cache_hits: int = 0
-    cacheable: bool = False
-    ttl_s: int = 0
-    headers: dict[str, str] = field(default_factory=dict)  # e.g. Deprecation, Sunset, Link
-
-
-class InferenceService:
+class InferenceService(ModelCalls):
     def __init__(
         self,
         settings: Settings,
@@ -66,33 +61,39 @@ class InferenceService:
         stats: RoutingStats,
         metrics: Metrics,
     ) -> None:
-        self.settings = settings
-        self.catalog = catalog
-        self.triton = triton
-        self.cache = cache
-        self.router = router
-        self.stats = stats
-        self.metrics = metrics
+        super().__init__(settings, catalog, triton, cache, router, stats, metrics)
         self._shadow_slots = asyncio.Semaphore(settings.routing.max_shadow_in_flight)
         self._shadow_tasks: set[asyncio.Task[None]] = set()
+        self._predictors: dict[str, Predictor] = {
+            CLASSIFY: self,
+            TOKENS: EntityService(self),
+            IMAGES: ImageService(self),
+            SUMMARIES: SummaryService(self),
+        }
 
-    def _observe(
-        self, model: str, decision: Decision, seconds: float, labels: list[str] | None
-    ) -> None:
-        """Per-variant metrics (every routed request) and experiment statistics."""
-        variant = decision.variant or ""
-        outcome = "error" if labels is None else "ok"
-        self.metrics.variant_requests.labels(
-            model, decision.policy, variant, str(decision.version), outcome
-        ).inc()
-        if decision.experiment is None or decision.variant is None:
-            return
-        self.metrics.variant_latency.labels(model, variant).observe(seconds)
-        for label in labels or ():
-            self.metrics.variant_labels.labels(model, variant, label).inc()
-        self.stats.record(
-            decision.experiment, decision.variant, seconds, labels is None, labels or []
-        )
+    def predictor(self, name: str) -> Predictor:
+        """The service for the named model's task on the predict route. An unknown model
+        is a 404 listing every model; one of a task served elsewhere a 404 naming where."""
+        model = self.catalog.get(name)
+        found = self._predictors.get(model.task)
+        if found is None:
+            route = ROUTES_BY_TASK.get(model.task, "/v1/models for what each model does")
+            raise ModelNotFound(
+                f"model {name!r} is not served by the predict route: it is a {model.task} "
+                f"model; use {route}",
+                details={
+                    "available": [
+                        n
+                        for n in self.catalog.names()
+                        if self.catalog.models[n].task in PREDICT_TASKS
+                    ]
+                },
+            )
+        return found
+
+    async def read(self, request: Request, model: ServedModel) -> PredictRequest:
+        """A text-classification body."""
+        return await json_body(request, PredictRequest)
 
     def _shadow(
         self, model: str, version: int, texts: list[str], labels: list[str], request_id: str
@@ -131,98 +132,54 @@ class InferenceService:
         self._shadow_tasks.add(task)
         task.add_done_callback(self._shadow_tasks.discard)
 
-    def _model_for(self, name: str, task: str) -> ServedModel:
-        """The named model if it does `task`. Another task's model is refused as the
-        catalog refuses it (404 model_not_found, listing this task's models), and the
-        message names the route that serves it."""
-        try:
-            return self.catalog.get(name, task=task)
-        except ModelNotFound as exc:
-            other = self.catalog.models.get(name)
-            if other is None:
-                raise
-            route = _ROUTES_BY_TASK.get(other.task, "/v1/models for what each model does")
-            raise ModelNotFound(
-                f"{exc.message}: it is a {other.task} model; use {route.format(model=name)}",
-                details=exc.details,
-            ) from None
-
     async def predict(
         self,
         name: str,
         requested_version: str | None,
-        request: PredictRequest,
+        body: PredictRequest,
         request_id: str,
-        cache: CallContext,
+        call: CallContext,
     ) -> Answer:
         self.catalog.get(name)  # an unknown model: 404 listing every model, as ever
-        model = self._model_for(name, CLASSIFY)
-        decision = self.router.route(model, requested_version, cache.subject)
-        version = decision.version
-        card = model.card(version)
-        labels = card.labels
-        top_k = request.top_k
+        routed = self.route(name, CLASSIFY, requested_version, call)
+        version = routed.decision.version
+        labels = routed.card.labels
+        top_k = body.top_k
         limit = min(self.settings.limits.max_top_k, len(labels))
         if top_k > limit:
             raise InputInvalid(
                 f"top_k: must be at most {limit} for model {name!r}",
                 details=[{"loc": ["body", "top_k"], "msg": f"max {limit}"}],
             )
-        texts = check_texts(request.inputs, self.settings.limits, "inputs")
-        want_scores = top_k > 1 or request.return_all_scores
+        texts = check_texts(body.inputs, self.settings.limits, "inputs")
+        want_scores = top_k > 1 or body.return_all_scores
         outputs = (tensors.LABEL, tensors.SCORE, tensors.NUM_TOKENS, tensors.TRUNCATED) + (
             (tensors.SCORES,) if want_scores else ()
         )
-        triton_seconds = 0.0
+        clock = TritonClock()
 
         async def compute(indices: list[int]) -> list[Any]:
-            nonlocal triton_seconds
             sub = [texts[i] for i in indices]
             result = await self.triton.infer_text(name, str(version), sub, outputs, request_id)
-            triton_seconds += result.triton_seconds
+            clock.seconds += result.triton_seconds
             tokens = result.outputs[tensors.NUM_TOKENS].reshape(-1).tolist()
-            items = _predictions(result.outputs, len(sub), labels, top_k, request.return_all_scores)
+            items = _predictions(result.outputs, len(sub), labels, top_k, body.return_all_scores)
             return [{"i": item, "t": t} for item, t in zip(items, tokens, strict=True)]
 
-        params = {"top_k": top_k, "all_scores": request.return_all_scores}
-        digest = card.artifact.sha256
-        started = time.perf_counter()
-        try:
-            outcome = await self.cache.fetch(
-                texts,
-                compute,
-                model=name,
-                version=str(version),
-                digest=digest,
-                params=params,
-                account=cache.account,
-                bypass=cache.bypass,
-            )
-        except InfergateError:
-            self._observe(name, decision, time.perf_counter() - started, None)
-            raise
+        params = {"top_k": top_k, "all_scores": body.return_all_scores}
+        outcome = await self.fetch(
+            routed, texts, compute, params, call, lambda values: [v["i"]["label"] for v in values]
+        )
         predictions = [v["i"] for v in outcome.values]
-        predicted = [p["label"] for p in predictions]
-        self._observe(name, decision, time.perf_counter() - started, predicted)
-        self._shadow(name, version, texts, predicted, request_id)
-        body = {
+        self._shadow(name, version, texts, [p["label"] for p in predictions], request_id)
+        answer = {
             "model": name,
             "version": str(version),
-            "score_kind": card.score_kind,
+            "score_kind": routed.card.score_kind,
             "predictions": predictions,
             "usage": {"input_tokens": sum(v["t"] for v in outcome.values)},
         }
-        return Answer(
-            body=body,
-            model=name,
-            version=str(version),
-            items=len(texts),
-            triton_seconds=triton_seconds,
-            cache_hits=outcome.hits,
-            cacheable=outcome.cacheable,
-            ttl_s=self.cache.ttl_for(name),
-            headers=decision.headers,
-        )
+        return self.answer(routed, answer, len(texts), clock.seconds, outcome)
 
     async def embed(
         self,
@@ -231,11 +188,10 @@ class InferenceService:
         request_id: str,
         cache: CallContext,
     ) -> Answer:
-        model = self._model_for(request.model, EMBED)
-        name = model.name  # the catalog's: it names the Triton model and its directory
-        decision = self.router.route(model, requested_version, cache.subject)
-        version = decision.version
-        dim = model.card(version).embedding_dim
+        routed = self.route(request.model, EMBED, requested_version, cache)
+        name = routed.name  # the catalog's: it names the Triton model and its directory
+        version = routed.decision.version
+        dim = routed.card.embedding_dim
         if request.dimensions is not None and request.dimensions != dim:
             raise InvalidRequest(
                 f"dimensions: model {name!r} produces {dim} dimensions",
@@ -245,35 +201,18 @@ class InferenceService:
         texts = check_texts(
             await self._input_texts(request, name, version), self.settings.limits, "input"
         )
-        triton_seconds = 0.0
+        clock = TritonClock()
 
         async def compute(indices: list[int]) -> list[Any]:
-            nonlocal triton_seconds
             sub = [texts[i] for i in indices]
             outputs = (tensors.EMBEDDING, tensors.NUM_TOKENS)
             result = await self.triton.infer_text(name, str(version), sub, outputs, request_id)
-            triton_seconds += result.triton_seconds
+            clock.seconds += result.triton_seconds
             vectors = result.outputs[tensors.EMBEDDING].astype("<f4", copy=False)
             tokens = result.outputs[tensors.NUM_TOKENS].reshape(-1).tolist()
             return [{"v": vec, "t": t} for vec, t in zip(vectors, tokens, strict=True)]
 
-        digest = model.card(version).artifact.sha256
-        started = time.perf_counter()
-        try:
-            outcome = await self.cache.fetch(
-                texts,
-                compute,
-                model=name,
-                version=str(version),
-                digest=digest,
-                params={},
-                account=cache.account,
-                bypass=cache.bypass,
-            )
-        except InfergateError:
-            self._observe(name, decision, time.perf_counter() - started, None)
-            raise
-        self._observe(name, decision, time.perf_counter() - started, [])
+        outcome = await self.fetch(routed, texts, compute, {}, cache, lambda values: [])
         # Hits come back as lists of the float32 values: the same numbers, the same JSON.
         vectors = np.asarray([v["v"] for v in outcome.values], dtype="<f4")
         if request.encoding_format == "base64":
@@ -297,17 +236,7 @@ class InferenceService:
             "model": name,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
-        return Answer(
-            body=body,
-            model=name,
-            version=str(version),
-            items=len(texts),
-            triton_seconds=triton_seconds,
-            cache_hits=outcome.hits,
-            cacheable=outcome.cacheable,
-            ttl_s=self.cache.ttl_for(name),
-            headers=decision.headers,
-        )
+        return self.answer(routed, body, len(texts), clock.seconds, outcome)
 
     async def _input_texts(
         self, request: EmbeddingRequest, model: str, version: int
@@ -341,8 +270,7 @@ def _predictions(
         }
         if want_scores:
             row = out[tensors.SCORES][i]
-            best = np.argsort(-row, kind="stable")[:top_k]
-            item["top_k"] = [{"label": labels[j], "score": float(row[j])} for j in best]
+            item["top_k"] = top_labels(row, labels, top_k)
             if all_scores:
                 item["scores"] = dict(zip(labels, row.tolist(), strict=True))
         predictions.append(item)

@@ -68,6 +68,10 @@ def describe(
         "num_labels": default.num_labels,
         "embedding_dim": default.embedding_dim,
         "max_input_tokens": default.max_length_tokens,
+        "image_size": default.image_size,
+        "max_image_pixels": default.max_image_pixels,
+        "max_image_bytes": default.max_image_bytes,
+        "methods": default.methods,
         "ready": any(v["status"] == "READY" for v in versions),
         "labels": default.labels if with_labels else None,
     }

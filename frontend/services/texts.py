@@ -6,20 +6,23 @@ from ..errors import InputInvalid
 from ..settings import LimitSettings
 
 
-def check_texts(value: str | list[str], limits: LimitSettings, field: str) -> list[str]:
+def check_texts(
+    value: str | list[str], limits: LimitSettings, field: str, max_items: int | None = None
+) -> list[str]:
+    """`max_items`: the request's item cap when it is not limits.max_batch_items (a model
+    whose Triton batch is smaller)."""
     texts = [value] if isinstance(value, str) else list(value)
+    cap = limits.max_batch_items if max_items is None else max_items
     problems: list[dict] = []
     if not texts:
         raise InputInvalid(
             f"{field} must hold at least one text",
             details=[{"loc": ["body", field], "msg": "empty list"}],
         )
-    if len(texts) > limits.max_batch_items:
+    if len(texts) > cap:
         raise InputInvalid(
-            f"{field} holds {len(texts)} texts; the limit is {limits.max_batch_items} per request",
-            details=[
-                {"loc": ["body", field], "msg": "too many items", "limit": limits.max_batch_items}
-            ],
+            f"{field} holds {len(texts)} texts; the limit is {cap} per request",
+            details=[{"loc": ["body", field], "msg": "too many items", "limit": cap}],
         )
     total = 0
     for i, text in enumerate(texts):

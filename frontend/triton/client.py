@@ -1,8 +1,8 @@
 """The one door to Triton: a reused gRPC channel, a deadline on every call, retries only
 where safe, and gRPC status -> domain error at this boundary (`errors.py`).
 
-Callers pass and get plain values (texts and output names, `GenerationParams`, numpy
-arrays, `GenerationStep`s); the client builds and reads the tensors, so nothing above
+Callers pass and get plain values (texts or named numpy arrays and output names,
+`GenerationParams`, `GenerationStep`s); the client builds and reads the tensors, so nothing above
 the triton package imports tritonclient. Tensor names are in `tensors.py`.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import tritonclient.grpc.aio as grpcaio
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from ..errors import Overloaded, UpstreamUnavailable
 from ..settings import TritonSettings
@@ -87,12 +87,27 @@ class TritonClient:
         texts: list[str],
         outputs: tuple[str, ...],
         request_id: str,
+        timeout: float | None = None,
     ) -> InferResult:
+        """One row per text (UTF-8, the TEXT tensor)."""
         batch = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
-        tensor = grpcaio.InferInput(tensors.TEXT, list(batch.shape), "BYTES")
-        tensor.set_data_from_numpy(batch)
+        return await self.infer(model, version, {tensors.TEXT: batch}, outputs, request_id, timeout)
+
+    async def infer(
+        self,
+        model: str,
+        version: str,
+        inputs: Mapping[str, np.ndarray],
+        outputs: tuple[str, ...],
+        request_id: str,
+        timeout: float | None = None,
+    ) -> InferResult:
+        """Any batched model: named input arrays (object arrays of bytes go as BYTES, the
+        numeric ones as their own type: INT32, FP32, BOOL...), named outputs back. The
+        deadline is `timeout`, or the model's configured one (TritonSettings.timeout_for)."""
+        sent = [_tensor(name, array) for name, array in inputs.items()]
         requested = [grpcaio.InferRequestedOutput(name) for name in outputs]
-        timeout = self.settings.timeout_for(model)
+        timeout = self.settings.timeout_for(model) if timeout is None else timeout
         deadline = time.monotonic() + timeout
         attempt = 0
         while True:
@@ -100,7 +115,7 @@ class TritonClient:
             try:
                 result = await self._client.infer(
                     model,
-                    [tensor],
+                    sent,
                     model_version=version,
                     outputs=requested,
                     request_id=request_id,
@@ -178,3 +193,10 @@ class TritonClient:
         except InferenceServerException:
             return []
         return [dict(m) for m in index.get("models", [])]
+
+
+def _tensor(name: str, array: np.ndarray) -> grpcaio.InferInput:
+    # An object array (of bytes) is BYTES, the numeric ones their own type.
+    tensor = grpcaio.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+    tensor.set_data_from_numpy(array)
+    return tensor

@@ -1,7 +1,8 @@
 """gRPC status -> domain error, at the boundary: nothing above the triton package sees a
-tritonclient exception. `map_error` reads a call's status; `model_error` reads the chat
-model's own final error (its message leads with the kind, and a refusal's text with the
-field at fault); `not_sent` says whether a failed call is safe to retry."""
+tritonclient exception. `map_error` reads a call's status, and the kind a runner names in
+its message (_KIND); `model_error` reads the chat model's own final error (its message
+leads with the kind, and a refusal's text with the field at fault); `not_sent` says
+whether a failed call is safe to retry."""
 
 from __future__ import annotations
 
@@ -32,6 +33,14 @@ _LEADING_PATH: Final = re.compile(
     r"([A-Za-z_][A-Za-z0-9_]*)((?:\[[0-9]+\]|\.[A-Za-z_][A-Za-z0-9_]*)*)(?=[:\s]|$)", re.ASCII
 )
 
+# A runner's own kind of failure, as chat_model.py leads its messages with it ("overloaded:
+# 4 running, 8 waiting", "invalid: the prompt is ..."), or after the item when another
+# model passes chat's on (summarize_model.py: "TEXT[2]: summarizing it failed: overloaded:
+# ..."). `overloaded` is 503 overloaded under any status: a model passing a callee's error
+# on may not keep its code (Triton 2.51 hands a BLS caller every error as INTERNAL). The
+# first kind found is the one: a refusal's own text comes after it.
+_KIND: Final = re.compile(r"(?:^|: )(invalid|overloaded): ")
+
 # UNAVAILABLE with one of these means the request never reached Triton: safe to retry.
 _NOT_SENT = ("failed to connect", "connection refused", "connect failed", "dns resolution")
 
@@ -47,6 +56,9 @@ def map_error(exc: InferenceServerException, model: str, version: str, timeout: 
     lowered = message.lower()
     if "DEADLINE_EXCEEDED" in status:
         return DeadlineExceeded(f"model {model!r} did not answer within {timeout:g} s")
+    kind = _KIND.search(_strip_request_id(message))
+    if kind is not None and kind.group(1) == "overloaded":
+        return _at_capacity(model)  # as the chat routes answer an admission refusal
     if "UNAVAILABLE" in status:
         if "queue size" in lowered:
             return Overloaded(f"model {model!r} is overloaded; retry shortly")
@@ -56,7 +68,10 @@ def map_error(exc: InferenceServerException, model: str, version: str, timeout: 
     if "INVALID_ARGUMENT" in status:
         if "unknown model" in lowered or "is not found" in lowered:
             return _not_found(model, version)
-        return InputInvalid(_strip_request_id(message))
+        text = _strip_request_id(message)
+        if kind is not None:  # the kind tag is no news to the caller: 422 says it
+            text = text[: kind.start(1)] + text[kind.end() :]
+        return InputInvalid(text)
     if "NOT_FOUND" in status or "unknown model" in lowered:
         return _not_found(model, version)
     if "CANCELLED" in status:
@@ -73,9 +88,7 @@ def model_error(error: InferenceServerException, model: str) -> Exception:
     if kind == "invalid":
         return BadRequest(text, param=refused_param(text))
     if kind == "overloaded":
-        # Not the model's text: it names how many sequences run and wait, which tells a
-        # caller how busy the service is (that is for metrics: infergate_chat_queued_*).
-        return Overloaded(f"model {model!r} is at capacity; retry shortly")
+        return _at_capacity(model)
     if kind == "internal":
         return UpstreamError(f"generation failed in model {model!r}")
     return map_error(error, model, "", 0)
@@ -90,6 +103,12 @@ def refused_param(text: str) -> str | None:
         return None
     rest = re.sub(r"\[([0-9]+)\]", r".\1", found.group(2))
     return found.group(1) + rest
+
+
+def _at_capacity(model: str) -> Exception:
+    # Not the model's text: it names how many sequences run and wait, which tells a caller
+    # how busy the service is (that is for metrics: infergate_chat_queued_*).
+    return Overloaded(f"model {model!r} is at capacity; retry shortly")
 
 
 def _not_found(model: str, version: str) -> Exception:

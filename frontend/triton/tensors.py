@@ -19,6 +19,27 @@ EMBEDDING: Final = "EMBEDDING"
 NUM_TOKENS: Final = "NUM_TOKENS"
 TRUNCATED: Final = "TRUNCATED"
 
+# Token classification (ner, pii): one text per row in; its spans as a JSON array out
+# ({"text", "label", "start", "end", "score"?}, code-point offsets into the text as sent).
+ENTITIES: Final = "ENTITIES"
+
+# Image classification (imagenet): one encoded image (JPEG, PNG, WebP, GIF) per row in;
+# LABEL, SCORE and SCORES as for text, and the image's size as decoded.
+IMAGE: Final = "IMAGE"
+WIDTH: Final = "WIDTH"
+HEIGHT: Final = "HEIGHT"
+
+# Summarization (summarize): TEXT in, with optional per-row METHOD, MAX_SENTENCES and
+# MAX_TOKENS (the last is the generation tensor's name too); the summary, the method that
+# made it, the chosen sentences as a JSON array ({"index", "start", "end"}; [] for
+# abstractive), the source's sentence count and the map-reduce chunks out.
+METHOD: Final = "METHOD"
+MAX_SENTENCES: Final = "MAX_SENTENCES"
+SUMMARY: Final = "SUMMARY"
+SENTENCES: Final = "SENTENCES"
+SOURCE_SENTENCES: Final = "SOURCE_SENTENCES"
+CHUNKS: Final = "CHUNKS"
+
 # Text generation (decoupled: one response per step).
 PROMPT: Final = "PROMPT"
 MESSAGES: Final = "MESSAGES"
@@ -73,4 +94,15 @@ EXPECTED_IO: Final[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
     # fails the start naming what it lacks (rebuild it: `make models`) rather than a
     # request for n, logprobs or tools failing later.
     "text-generation": (GENERATION_INPUTS, GENERATION_OUTPUTS),
+    "token-classification": (frozenset({TEXT}), frozenset({ENTITIES, NUM_TOKENS, TRUNCATED})),
+    "image-classification": (
+        frozenset({IMAGE}),
+        frozenset({LABEL, SCORE, SCORES, WIDTH, HEIGHT}),
+    ),
+    # The options are optional per request, but the model must declare them: a request
+    # that sends one to a model without it would fail in Triton, not at start-up.
+    "summarization": (
+        frozenset({TEXT, METHOD, MAX_SENTENCES, MAX_TOKENS}),
+        frozenset({SUMMARY, METHOD, SENTENCES, SOURCE_SENTENCES, CHUNKS, NUM_TOKENS}),
+    ),
 }

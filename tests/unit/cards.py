@@ -21,6 +21,45 @@ CLASSIFY_AND_EMBED: tuple[Served, ...] = (
 )
 # The same and a generation model: the chat and completion routes too.
 WITH_CHAT: tuple[Served, ...] = (*CLASSIFY_AND_EMBED, ("chat", 1, "text-generation"))
+# The same and the other kinds the predict route serves (two versions of ner: routing).
+WITH_KINDS: tuple[Served, ...] = (
+    *CLASSIFY_AND_EMBED,
+    ("ner", 1, "token-classification"),
+    ("ner", 2, "token-classification"),
+    ("pii", 1, "token-classification"),
+    ("imagenet", 1, "image-classification"),
+    ("summarize", 1, "summarization"),
+)
+
+# Each new kind's own card fields (labels: entity types, or image classes).
+ENTITY_LABELS = {"ner": ["PERSON", "ORG", "GPE", "DATE"], "pii": ["EMAIL", "PHONE", "NAME"]}
+IMAGE_LABELS = [
+    "tabby",
+    "tiger cat",
+    "goldfish",
+    "great white shark",
+    "tree frog",
+    "macaw",
+    "lighthouse",
+    "teapot",
+    "volcano",
+    "daisy",
+    "espresso",
+    "bicycle",
+]
+IMAGE_FIELDS = {"image_size": 224, "max_image_pixels": 40_000_000, "max_image_bytes": 20 << 20}
+SUMMARY_METHODS = ["extractive", "abstractive"]
+
+
+def _task_fields(model: str, task: str) -> dict:
+    if task == "token-classification":
+        labels = ENTITY_LABELS[model]
+        return {"labels": labels, "num_labels": len(labels)}
+    if task == "image-classification":
+        return {"labels": IMAGE_LABELS, "num_labels": len(IMAGE_LABELS), **IMAGE_FIELDS}
+    if task == "summarization":
+        return {"methods": SUMMARY_METHODS, "score_kind": None}
+    return {}
 
 
 def write_cards(root: Path, served: Iterable[Served] = CLASSIFY_AND_EMBED) -> Path:
@@ -42,5 +81,6 @@ def write_cards(root: Path, served: Iterable[Served] = CLASSIFY_AND_EMBED) -> Pa
         }
         if task == "text-generation":
             card["max_completion_tokens"] = 1024
+        card.update(_task_fields(model, task))
         (vdir / "card.json").write_text(json.dumps(complete_card(card)))
     return root

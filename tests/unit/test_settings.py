@@ -11,7 +11,7 @@ import annotated_types
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from frontend.settings import Settings
+from frontend.settings import LimitSettings, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 # `INFERGATE_X__Y='json'` or `INFERGATE_X__Y=value` as written in the docs.
@@ -67,6 +67,10 @@ def test_every_documented_environment_example_is_accepted(clean_env, page, name,
         ("INFERGATE_AUTH__OUTAGE_CACHE_S", "-1"),
         ("INFERGATE_REDIS__MAX_CONNECTIONS", "100000000"),
         ("INFERGATE_GENERATION__TIMEOUT_S", "0"),
+        # Over the bundled models' Triton max_batch_size (Triton would refuse the request).
+        ("INFERGATE_LIMITS__MAX_ENTITY_ITEMS", "65"),
+        ("INFERGATE_LIMITS__MAX_SUMMARY_ITEMS", "9"),
+        ("INFERGATE_LIMITS__MAX_IMAGES", "33"),
     ],
 )
 def test_nonsense_is_refused(clean_env, name, value):
@@ -114,3 +118,22 @@ def test_every_numeric_setting_is_bounded_both_ways():
     assert len(fields) > 30  # the walk reaches the nested sections
     unbounded = [name for name, meta in fields if _bounds(meta) != (True, True)]
     assert unbounded == []
+
+
+@pytest.mark.parametrize(
+    ("setting", "models"),
+    [
+        ("max_entity_items", ("ner", "pii")),
+        ("max_summary_items", ("summarize",)),
+        ("max_images", ("imagenet",)),
+    ],
+)
+def test_item_caps_fit_the_models_triton_batch(setting, models):
+    """A request's items go to Triton as one request, which it refuses whole over the
+    model's max_batch_size: the setting's upper bound is the smallest of its models'."""
+    from export.served_catalog import SERVED
+
+    batch = {spec.name: spec.batching.max_batch_size for spec in SERVED}
+    [upper] = [m.le for m in LimitSettings.model_fields[setting].metadata if hasattr(m, "le")]
+    assert upper == min(batch[name] for name in models)
+    assert LimitSettings.model_fields[setting].default <= upper

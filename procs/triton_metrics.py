@@ -1,4 +1,4 @@
-"""Read Triton's Prometheus counters in tests.
+"""Read Triton's Prometheus counters (the tests and the benchmarks).
 
 Triton answers a request before it counts it, so a read right after the last answer
 can miss the last few; `settled_counter` reads until two reads a moment apart agree.

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcaio
 
-from .triton_metrics import settled_counter
+from procs.triton_metrics import settled_counter
 
 pytestmark = pytest.mark.integration
 

@@ -12,10 +12,10 @@ import aiohttp
 import httpx
 import pytest
 
+from procs.triton_metrics import settled_counter
 from procs.wait import wait_for
 
 from .conftest import ADMIN, LiveFrontend, RedisServer, frontend_settings
-from .triton_metrics import settled_counter
 
 pytestmark = pytest.mark.integration
 PREDICT = "/v1/models/intent/versions/1/predict"

@@ -13,10 +13,10 @@ import httpx
 import openai
 import pytest
 
+from procs.triton_metrics import counter, settled_counter
 from procs.wait import wait_for
 
 from .conftest import ADMIN, ADMIN_KEY, LiveFrontend, frontend_settings
-from .triton_metrics import counter, settled_counter
 
 pytestmark = pytest.mark.integration
 

@@ -17,10 +17,10 @@ import pytest
 from export.runtime.chat_model import TEST_HOOKS_ENV
 from export.triton_config import read_config, write_config
 from export.triton_launcher import EmbeddedTriton
+from procs.triton_metrics import model_gauge, wait_for
 
 from .conftest import ADMIN, LiveFrontend, free_ports, frontend_settings
 from .test_chat import USER, sse_frames
-from .triton_metrics import model_gauge, wait_for
 
 pytestmark = pytest.mark.integration
 

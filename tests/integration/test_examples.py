@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import os
 import subprocess
 import sys
@@ -13,6 +15,20 @@ from .conftest import ADMIN_KEY
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
+# Where the README's `examples/sample_images.py` writes the photos its image curl sends.
+SAMPLES = ROOT / ".infergate" / "samples"
+
+
+def write_sample_images(folder: Path) -> list[Path]:
+    """examples/sample_images.py's `write`, as the README's line before the image curl
+    runs it (examples/ is not a package: loaded by path)."""
+    spec = importlib.util.spec_from_file_location(
+        "sample_images", ROOT / "examples" / "sample_images.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.write(folder)
 
 
 def test_raw_text_example(triton):
@@ -29,6 +45,30 @@ def test_raw_text_example(triton):
     assert "embed: (1, 384) norm=1.0000" in out
 
 
+def test_raw_inputs_example(triton, tmp_path):
+    """examples/triton_raw_inputs.py against the real models: run from an empty folder, it
+    writes the sample cat there itself (no --image) and sends its bytes as they are."""
+    from export.image_export import CAT_CLASSES
+
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "triton_raw_inputs.py"), "--url", triton.grpc_url],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    lines = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+    assert set(lines) == {"ner", "pii", "imagenet", "summarize"}, out
+    assert ("Ada Lovelace", "PERSON") in ast.literal_eval(lines["ner"])
+    assert "EMAIL" in {label for _, label in ast.literal_eval(lines["pii"])}
+    label, score, (width, height) = ast.literal_eval(lines["imagenet"])
+    assert label in CAT_CLASSES and 0 < score <= 1
+    assert (width, height) == (451, 300)  # scikit-image's chelsea, as decoded
+    assert (tmp_path / ".infergate" / "samples" / "cat.jpg").is_file()
+    assert lines["summarize"].strip()
+
+
 def test_curl_examples_printed_by_serve_work(frontend):
     import json
 
@@ -41,12 +81,22 @@ def test_curl_examples_printed_by_serve_work(frontend):
     readme = readme.replace(walkthrough(readme), "")  # a script, run by the test below
     text = (printed + "\n" + readme).replace("\\\n", " ")
     commands = [line.strip() for line in text.splitlines() if line.strip().startswith("curl ")]
-    assert len(commands) >= 11
+    assert len(commands) >= 15
+    assert any("-F file=@.infergate/samples/cat.jpg" in c for c in commands)
+    # The README runs examples/sample_images.py first; its image curl reads the files
+    # from the folder `make serve` runs in.
+    write_sample_images(SAMPLES)
     env = {**os.environ, "IG_ADMIN_KEY": ADMIN_KEY}
     for command in commands:
         # Through a shell, as a reader would paste them ($IG_ADMIN_KEY expands).
         out = subprocess.run(
-            ["bash", "-c", command], capture_output=True, text=True, timeout=30, check=True, env=env
+            ["bash", "-c", command],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+            env=env,
+            cwd=ROOT,
         ).stdout
         body = json.loads(out)
         assert "error" not in body, (command, body)

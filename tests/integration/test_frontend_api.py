@@ -167,10 +167,18 @@ def test_embeddings_base64_raw(http):
     assert vector.shape == (384,) and abs(np.linalg.norm(vector) - 1) < 1e-5
 
 
+OTHER_KINDS = ("ner", "pii", "imagenet", "summarize")
+
+
 def test_models_list_and_detail(http):
     listing = http.get("/v1/models").json()
     by_id = {m["id"]: m for m in listing["data"]}
-    assert set(by_id) == {"intent", "sentiment", "embed", "chat"}
+    assert set(by_id) == {"intent", "sentiment", "embed", "chat", *OTHER_KINDS}
+    assert {by_id[name]["task"] for name in OTHER_KINDS} == {
+        "token-classification",
+        "image-classification",
+        "summarization",
+    }
     assert [v["version"] for v in by_id["intent"]["versions"]] == ["1", "2"]
     assert all(v["status"] == "READY" for v in by_id["intent"]["versions"])
     assert by_id["embed"]["embedding_dim"] == 384 and by_id["intent"]["ready"]
@@ -181,7 +189,7 @@ def test_models_list_and_detail(http):
     missing = http.get("/v1/models/nope")
     assert missing.status_code == 404
     available = missing.json()["error"]["details"]["available"]
-    assert available == ["chat", "embed", "intent", "sentiment"]
+    assert available == sorted(["chat", "embed", "intent", "sentiment", *OTHER_KINDS])
 
 
 def test_health(http):
@@ -197,6 +205,7 @@ def test_health(http):
         "model:sentiment",
         "model:embed",
         "model:chat",
+        *(f"model:{name}" for name in OTHER_KINDS),
         "database",
     }
     assert all(c["status"] == "up" and c["latency_ms"] >= 0 for c in body["components"].values())

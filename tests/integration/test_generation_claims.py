@@ -18,7 +18,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 
-from .triton_metrics import counter, model_gauge, settled_counter, wait_for
+from procs.triton_metrics import counter, model_gauge, settled_counter, wait_for
 
 pytestmark = pytest.mark.integration
 

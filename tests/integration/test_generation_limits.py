@@ -13,8 +13,9 @@ import aiohttp
 import httpx
 import pytest
 
+from procs.triton_metrics import model_gauge, settled_counter, wait_for
+
 from .conftest import ADMIN, LiveFrontend, free_port, frontend_settings
-from .triton_metrics import model_gauge, settled_counter, wait_for
 
 pytestmark = pytest.mark.integration
 

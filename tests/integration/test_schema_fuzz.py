@@ -39,6 +39,11 @@ SEMANTIC_422 = {
     "POST /v1/chat/completions",
     "POST /v1/completions",
     "POST /v1/embeddings",
+    # One route for every task: which body is valid depends on the model's task (a valid
+    # image body sent to `intent` is a correct 422; each task's body is unit-tested in
+    # tests/unit/test_predict_tasks.py).
+    "POST /v1/models/{model}/predict",
+    "POST /v1/models/{model}/versions/{version}/predict",
 }
 
 

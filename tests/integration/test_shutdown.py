@@ -42,10 +42,10 @@ from export.runtime.generation import (
 )
 from export.triton_launcher import EmbeddedTriton
 from procs.ports import free_port
+from procs.triton_metrics import model_gauge
 from procs.wait import wait_for
 
 from .conftest import ADMIN, ADMIN_KEY, ROOT, TEST_SECRET, free_ports
-from .triton_metrics import model_gauge
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from export.runtime.chat_model import ServerWatch
 from export.runtime.server_watch import HTTP_URL_ENV, http_ready, model_ready_url
-from tests.integration.triton_metrics import wait_for
+from procs.triton_metrics import wait_for
 
 
 class FakeEngine:

@@ -252,22 +252,13 @@ def build(spec: ServedSpec, out_dir: Path, bar: tqdm) -> dict[str, Any]:
 
 
 def config(spec: ServedSpec, target: Target, facts: dict[str, Any]) -> mc.ModelConfig:
-    config = mc.ModelConfig(name=spec.name, backend="python")
-    tc.batching(config, spec, spec.batching.max_queue_delay_us)
-    tc.versions(config, spec)
-    tc.tensor(config.input.add(), IMAGE_INPUT)
-    for tensor in outputs(len(facts["labels"])):
-        tc.tensor(config.output.add(), tensor)
-    group = config.instance_group.add()
-    group.kind = mc.ModelInstanceGroup.KIND_CPU
-    group.count = spec.instances.cpu_count
     params = runner_params(spec, spec.instances.cpu_threads)
     if target == "gpu":
         params["core_model"] = tc.core_name(spec.name)
         # One BLS call per formed batch: the core batches up to the same size.
         params["chunk_rows"] = str(spec.batching.max_batch_size)
-    tc.params(config, params)
-    return config
+    outputs_ = outputs(len(facts["labels"]))
+    return tc.served_python_config(spec, (IMAGE_INPUT,), outputs_, params)
 
 
 def extra_configs(

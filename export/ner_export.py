@@ -177,17 +177,8 @@ def fidelity_check(
 
 def config(spec: ServedSpec, target: Target, facts: dict[str, Any]) -> mc.ModelConfig:
     """The same on both targets: spaCy runs on the CPU, in this python model."""
-    model = mc.ModelConfig(name=spec.name, backend="python")
-    tc.batching(model, spec, spec.batching.max_queue_delay_us)
-    tc.versions(model, spec)
-    tc.tensor(model.input.add(), TEXT_INPUT)
-    for tensor in (ENTITIES, NUM_TOKENS, TRUNCATED):
-        tc.tensor(model.output.add(), tensor)
-    group = model.instance_group.add()
-    group.kind = mc.ModelInstanceGroup.KIND_CPU
-    group.count = spec.instances.cpu_count
-    tc.params(model, runner_params(spec))
-    return model
+    outputs = (ENTITIES, NUM_TOKENS, TRUNCATED)
+    return tc.served_python_config(spec, (TEXT_INPUT,), outputs, runner_params(spec))
 
 
 def extra_configs(

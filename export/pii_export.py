@@ -214,21 +214,12 @@ def parity_check(spec: ServedSpec, out_dir: Path) -> tuple[dict[str, Any], float
 
 
 def config(spec: ServedSpec, target: Target, facts: dict[str, Any]) -> mc.ModelConfig:
-    model = mc.ModelConfig(name=spec.name, backend="python")
-    tc.batching(model, spec, spec.batching.max_queue_delay_us)
-    tc.versions(model, spec)
-    tc.tensor(model.input.add(), TEXT_INPUT)
-    for tensor in (ENTITIES, NUM_TOKENS, TRUNCATED):
-        tc.tensor(model.output.add(), tensor)
-    group = model.instance_group.add()
-    group.kind = mc.ModelInstanceGroup.KIND_CPU
-    group.count = spec.instances.cpu_count
     params = runner_params(spec, target)
     params["core_inputs"] = ",".join(facts["core_inputs"])
     if target == "gpu":
         params["core_model"] = tc.core_name(spec.name)
-    tc.params(model, params)
-    return model
+    outputs = (ENTITIES, NUM_TOKENS, TRUNCATED)
+    return tc.served_python_config(spec, (TEXT_INPUT,), outputs, params)
 
 
 def extra_configs(

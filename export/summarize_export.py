@@ -25,7 +25,7 @@ from .cache import file_sha256
 from .catalog import CHAT, EMBED
 from .served import ServedSpec
 from .spec import TEXT_INPUT, Target, TensorSpec, core_output
-from .triton_config import batching, params, read_config, runner_params, tensor, versions
+from .triton_config import read_config, runner_params, served_python_config
 
 ARTIFACT_FILES = ("summarize.json", "facts.json")
 RUNTIME = "summarize_model.py"
@@ -295,21 +295,13 @@ def _sources() -> list[dict[str, str]]:
 def config(spec: ServedSpec, target: Target, facts: dict[str, Any]) -> mc.ModelConfig:
     """Python backend on CPU instances for both targets: the models it calls run where
     they are served (the gpu target's embed core, chat's provider)."""
-    config = mc.ModelConfig(name=spec.name, backend="python")
-    batching(config, spec, spec.batching.max_queue_delay_us)
-    versions(config, spec)
-    tensor(config.input.add(), TEXT_INPUT)
-    for optional in SUMMARIZE_INPUTS:
-        message = config.input.add()
-        tensor(message, optional)
-        message.optional = True
-    for output in SUMMARIZE_OUTPUTS:
-        tensor(config.output.add(), output)
-    group = config.instance_group.add()
-    group.kind = mc.ModelInstanceGroup.KIND_CPU
-    group.count = spec.instances.cpu_count
-    params(config, summarize_params(spec, facts))
-    return config
+    return served_python_config(
+        spec,
+        (TEXT_INPUT,),
+        SUMMARIZE_OUTPUTS,
+        summarize_params(spec, facts),
+        optional=SUMMARIZE_INPUTS,
+    )
 
 
 def extra_configs(spec: ServedSpec, target: Target, facts: dict[str, Any]) -> dict:

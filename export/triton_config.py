@@ -161,6 +161,33 @@ def versions(config: mc.ModelConfig, spec: ModelSpec | ServedSpec) -> None:
         _versions(config, spec)
 
 
+def served_python_config(
+    spec: ServedSpec,
+    inputs: tuple[TensorSpec, ...],
+    outputs: tuple[TensorSpec, ...],
+    parameters: dict[str, str],
+    optional: tuple[TensorSpec, ...] = (),
+) -> mc.ModelConfig:
+    """The python-backend model of another kind (export/kinds.py): batched as its spec
+    says, one version, CPU instances, its tensors and runner parameters."""
+    config = mc.ModelConfig(name=spec.name, backend="python")
+    _batching(config, spec, spec.batching.max_queue_delay_us)
+    versions(config, spec)
+    for spec_tensor in inputs:
+        _tensor(config.input.add(), spec_tensor)
+    for spec_tensor in optional:
+        message = config.input.add()
+        _tensor(message, spec_tensor)
+        message.optional = True
+    for spec_tensor in outputs:
+        _tensor(config.output.add(), spec_tensor)
+    group = config.instance_group.add()
+    group.kind = mc.ModelInstanceGroup.KIND_CPU
+    group.count = spec.instances.cpu_count
+    _params(config, parameters)
+    return config
+
+
 def write_config(config: mc.ModelConfig, model_dir: Path) -> Path:
     model_dir.mkdir(parents=True, exist_ok=True)
     path = model_dir / "config.pbtxt"

@@ -6,6 +6,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .served import Kind, ServedSpec, ServedTask
 
 DEFAULT_REPOSITORY = Path("model_repository")
 
@@ -26,9 +30,44 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+# `export hf` tasks served by a kind of export/kinds.py (the others are text models).
+SERVED_HF_TASKS: dict[str, tuple[ServedTask, Kind]] = {
+    "token-classification": ("token-classification", "hf-token-classifier"),
+}
+HF_TASKS = ("text-classification", "feature-extraction", *SERVED_HF_TASKS)
+
+
+def _served_hf_spec(args: argparse.Namespace) -> ServedSpec:
+    from .cache import directory_sha256
+    from .served import ServedSpec
+
+    task, kind = SERVED_HF_TASKS[args.task]
+    model_dir = Path(args.model_dir).resolve()
+    if not model_dir.is_dir():
+        raise SystemExit(f"export hf: {args.model_dir} is not a directory")
+    options = {"path": str(model_dir), "dir_sha256": directory_sha256(model_dir)}
+    return ServedSpec(
+        name=args.name,
+        task=task,
+        kind=kind,
+        package="",
+        description=f"Hugging Face model {model_dir.name} ({args.task})",
+        licence="see the model directory",
+        version_description=f"from {model_dir}",
+        max_length=args.max_length,
+        options=tuple(sorted(options.items())),
+    )
+
+
 def _cmd_hf(args: argparse.Namespace) -> int:
     from .build import build
     from .spec import EncoderSpec, HeadSpec, ModelSpec, VersionSpec
+
+    if args.task in SERVED_HF_TASKS:
+        served = (_served_hf_spec(args),)
+        report = build((), args.target, Path(args.repository), reset=False, served=served)
+        print(f"added {args.name} to {report.repository} in {report.seconds}s")
+        return 0
 
     spec = ModelSpec(
         name=args.name,
@@ -71,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
     h = sub.add_parser("hf", help="add any Hugging Face model directory through optimum")
     h.add_argument("--model-dir", required=True, help="directory (or hub id when online)")
-    h.add_argument("--task", choices=["text-classification", "feature-extraction"], required=True)
+    h.add_argument("--task", choices=HF_TASKS, required=True)
     h.add_argument("--name", required=True)
     h.add_argument("--max-length", type=int, default=256)
     h.add_argument("--target", choices=["cpu", "gpu"], default="cpu")

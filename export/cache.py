@@ -87,6 +87,16 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def directory_sha256(path: Path) -> str:
+    """Every file's relative name and bytes under a model directory: a directory changed
+    in place (retrained weights, a new tokenizer) keys a new artifact, not the cached one."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        digest.update(file_sha256(file).encode())
+    return digest.hexdigest()
+
+
 def link_or_copy(src: Path, dst: Path) -> None:
     """Hard links make a warm build take no space or time; copy across filesystems."""
     dst.parent.mkdir(parents=True, exist_ok=True)

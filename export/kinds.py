@@ -29,6 +29,7 @@ BUILDERS: dict[Kind, str] = {
     "onnx-token-classifier": "pii_export",
     "image-classifier": "image_export",
     "summarizer": "summarize_export",
+    "hf-token-classifier": "hf_token_export",
 }
 
 
@@ -39,6 +40,7 @@ KEYED_MODULES: dict[Kind, tuple[str, ...]] = {
     "onnx-token-classifier": ("fidelity_pii.py", "pii_reference.py"),
     "image-classifier": ("fidelity_images.py",),
     "summarizer": (),
+    "hf-token-classifier": ("fidelity_texts.py", "onnx_export.py"),
 }
 
 

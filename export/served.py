@@ -16,7 +16,14 @@ from typing import Literal
 from .spec import BatchingSpec, InstanceSpec
 
 ServedTask = Literal["token-classification", "image-classification", "summarization"]
-Kind = Literal["spacy-ner", "onnx-token-classifier", "image-classifier", "summarizer"]
+Kind = Literal[
+    "spacy-ner",
+    "onnx-token-classifier",
+    "image-classifier",
+    "summarizer",
+    # Added by `export hf` from a Hugging Face directory (spec option "path").
+    "hf-token-classifier",
+]
 
 
 def _batching() -> BatchingSpec:

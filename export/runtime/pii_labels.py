@@ -49,6 +49,13 @@ def normalize_label(tag: str) -> str | None:
     return _LABEL_ALIASES.get(stripped)
 
 
+def bio_label(tag: str) -> str | None:
+    """Any token classifier's tag -> its span label as the model names it (B-PER -> PER);
+    None for O. For models exported with `export hf` (label_style "bio")."""
+    stripped = _BIO_PREFIX.sub("", tag)
+    return None if stripped.upper() in ("O", "") else stripped
+
+
 def span_labels(tags: Sequence[str]) -> list[str]:
     """Every label the pipeline can report: the model's types in tag order, then the
     recognizer-only ones."""

@@ -34,6 +34,13 @@ The steps live beside this module, which runs them: the windows in pii_windows.p
 label normalisation in pii_labels.py, the span steps (pure functions) in pii_spans.py,
 the recognizers' and the cpu core's loading in pii_loaders.py.
 
+The same runner serves any BERT-style token classifier exported with `export hf --task
+token-classification` (export/hf_token_export.py), with three parameters changed: the
+model's own labels with the BIO prefix removed (`label_style` "bio"), no recognizers
+(`recognizers` "none"), and the tokenizer's own [CLS]/[SEP] tokens and position limit
+(`cls_token`, `sep_token`, `max_tokens`); its threshold defaults to 0 (the argmax tag,
+as transformers' token-classification pipeline takes it).
+
 Plain Python (no triton_python_backend_utils), so unit tests drive it without Triton.
 """
 
@@ -48,7 +55,7 @@ import numpy as np
 
 try:
     from .batch_model import BatchCancelled, decode_utf8_texts
-    from .pii_labels import normalize_label, span_labels
+    from .pii_labels import bio_label, normalize_label, span_labels
     from .pii_loaders import OnnxRuntimeCore, load_recognizers
     from .pii_spans import (
         Span,
@@ -68,7 +75,7 @@ try:
     )
 except ImportError:  # flat import beside model.py in the Triton repository
     from batch_model import BatchCancelled, decode_utf8_texts  # type: ignore[no-redef]
-    from pii_labels import normalize_label, span_labels  # type: ignore[no-redef]
+    from pii_labels import bio_label, normalize_label, span_labels  # type: ignore[no-redef]
     from pii_loaders import OnnxRuntimeCore, load_recognizers  # type: ignore[no-redef]
     from pii_spans import (  # type: ignore[no-redef]
         Span,
@@ -133,19 +140,31 @@ class PiiPipeline:
 
         config = json.loads((version_dir / "config.json").read_text())
         self.tags = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
-        self.tag_labels = [normalize_label(tag) for tag in self.tags]
+        # "package": arcjet's span types (PHONE -> PHONE_NUMBER, unknown types dropped);
+        # "bio": any token classifier's own types, the BIO prefix removed (`export hf`).
+        label_style = params.get("label_style", "package")
+        if label_style == "bio":
+            self.tag_labels = [bio_label(tag) for tag in self.tags]
+            self.labels = list(dict.fromkeys(x for x in self.tag_labels if x is not None))
+        elif label_style == "package":
+            self.tag_labels = [normalize_label(tag) for tag in self.tags]
+            self.labels = span_labels(self.tags)
+        else:
+            raise ValueError(f"label_style must be 'package' or 'bio', not {label_style!r}")
         self.tag_begins = [tag[:2].lower() == "b-" for tag in self.tags]
-        self.labels = span_labels(self.tags)
         self.tokenizer = Tokenizer.from_file(str(version_dir / "tokenizer.json"))
         # Windows are planned here; the tokenizer must neither cut nor pad.
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
-        cls_id = self.tokenizer.token_to_id("[CLS]")
-        sep_id = self.tokenizer.token_to_id("[SEP]")
+        cls_token = params.get("cls_token", "[CLS]")
+        sep_token = params.get("sep_token", "[SEP]")
+        cls_id = self.tokenizer.token_to_id(cls_token)
+        sep_id = self.tokenizer.token_to_id(sep_token)
         if cls_id is None or sep_id is None:
-            raise ValueError("the Rampart tokenizer has no [CLS] or [SEP]")
+            raise ValueError(f"the tokenizer has no {cls_token} or {sep_token}")
         self.cls_id, self.sep_id = cls_id, sep_id
-        max_tokens = int(config.get("max_position_embeddings", 512))
+        # The model's positions, or fewer when the spec says so (`export hf --max-length`).
+        max_tokens = int(params.get("max_tokens", config.get("max_position_embeddings", 512)))
         self.budget = max_tokens - self.tokenizer.num_special_tokens_to_add(False)
         self.overlap = min(WINDOW_OVERLAP_TOKENS, self.budget - 1)
         self.threshold = float(params.get("threshold", DEFAULT_THRESHOLD))
@@ -157,7 +176,13 @@ class PiiPipeline:
         self.spans = params.get("spans", "words")
         if self.spans not in ("words", "package"):
             raise ValueError(f"spans must be 'words' or 'package', not {self.spans!r}")
-        self.recognizers = load_recognizers(version_dir / "recognizers.py")
+        # A model exported with `export hf` has no recognizers: its own spans only.
+        recognizers = params.get("recognizers", "package")
+        if recognizers not in ("package", "none"):
+            raise ValueError(f"recognizers must be 'package' or 'none', not {recognizers!r}")
+        self.recognizers = (
+            load_recognizers(version_dir / "recognizers.py") if recognizers == "package" else ()
+        )
         inputs = params.get("core_inputs", "input_ids,attention_mask,token_type_ids")
         self.core_inputs = tuple(name for name in inputs.split(",") if name)
         self.core = core or OnnxRuntimeCore(version_dir / "model.onnx", params)

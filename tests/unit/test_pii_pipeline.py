@@ -534,3 +534,58 @@ def test_texts_without_tokens(version_dir: Path, reference: RampartReference):
     out = _pipeline(version_dir).run(["\u200b", "My name is Alex Rivera."])
     assert out["NUM_TOKENS"][:, 0].tolist()[0] == 0
     assert _spans(out) == [reference.spans("\u200b"), reference.spans("My name is Alex Rivera.")]
+
+
+# The same runner for any token classifier (`export hf --task token-classification`).
+
+
+def test_bio_labels_are_the_models_own(version_dir: Path, texts: list[str]):
+    from export.runtime.pii_labels import bio_label
+
+    assert [bio_label(t) for t in ("O", "B-PER", "I-loc", "S-Misc", "E-X", "PER")] == [
+        None,
+        "PER",
+        "loc",
+        "Misc",
+        "X",
+        "PER",
+    ]
+    package = _pipeline(version_dir)
+    bio = _pipeline(version_dir, label_style="bio", recognizers="none")
+    # Rampart's tags without the package's aliases: PHONE stays PHONE, no recognizer-only
+    # labels (IP_ADDRESS, SSN, CREDIT_CARD_NUMBER) are offered.
+    assert "PHONE_NUMBER" in package.labels and "IP_ADDRESS" in package.labels
+    assert "IP_ADDRESS" not in bio.labels and "SSN" not in bio.labels
+    assert set(bio.labels) == {bio_label(t) for t in bio.tags} - {None}
+    out = json.loads(bio.run(["mail me at ada@example.com or call 555-0100"])["ENTITIES"][0, 0])
+    assert all(span["label"] in bio.labels for span in out)
+
+
+def test_no_recognizers_means_model_spans_only(version_dir: Path):
+    text = "card 4111 1111 1111 1111 and ip 192.168.0.1"
+    with_recognizers = json.loads(_pipeline(version_dir).run([text])["ENTITIES"][0, 0])
+    without = json.loads(_pipeline(version_dir, recognizers="none").run([text])["ENTITIES"][0, 0])
+    assert {"CREDIT_CARD_NUMBER", "IP_ADDRESS"} <= {s["label"] for s in with_recognizers}
+    assert all(s["score"] < 1.0 for s in without)  # a recognizer's span scores exactly 1.0
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"label_style": "iob"}, "label_style"),
+        ({"recognizers": "some"}, "recognizers"),
+        ({"cls_token": "<s>"}, "no <s>"),
+    ],
+)
+def test_generic_params_are_checked(version_dir: Path, params: dict[str, str], message: str):
+    with pytest.raises(ValueError, match=message):
+        _pipeline(version_dir, **params)
+
+
+def test_max_tokens_narrows_the_windows(version_dir: Path, texts: list[str]):
+    long_text = " ".join(texts[:40])
+    wide = _pipeline(version_dir).run([long_text])["NUM_TOKENS"][0, 0]
+    narrow_pipeline = _pipeline(version_dir, max_tokens="64")
+    assert narrow_pipeline.budget == 62
+    narrow = narrow_pipeline.run([long_text])["NUM_TOKENS"][0, 0]
+    assert narrow > wide  # more, shorter windows: more [CLS]/[SEP] and overlap tokens

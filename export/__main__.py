@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -33,6 +34,11 @@ def _cmd_build(args: argparse.Namespace) -> int:
 # `export hf` tasks served by a kind of export/kinds.py (the others are text models).
 SERVED_HF_TASKS: dict[str, tuple[ServedTask, Kind]] = {
     "token-classification": ("token-classification", "hf-token-classifier"),
+    # A seq2seq model is served as a summarizer (the `summarize` model's tensors and REST
+    # shape, method "abstractive"): text in, generated text out.
+    "text2text-generation": ("summarization", "hf-seq2seq"),
+    "summarization": ("summarization", "hf-seq2seq"),
+    "image-classification": ("image-classification", "hf-image-classifier"),
 }
 HF_TASKS = ("text-classification", "feature-extraction", *SERVED_HF_TASKS)
 
@@ -40,13 +46,21 @@ HF_TASKS = ("text-classification", "feature-extraction", *SERVED_HF_TASKS)
 def _served_hf_spec(args: argparse.Namespace) -> ServedSpec:
     from .cache import directory_sha256
     from .served import ServedSpec
+    from .spec import BatchingSpec, InstanceSpec
 
     task, kind = SERVED_HF_TASKS[args.task]
     model_dir = Path(args.model_dir).resolve()
     if not model_dir.is_dir():
         raise SystemExit(f"export hf: {args.model_dir} is not a directory")
     options = {"path": str(model_dir), "dir_sha256": directory_sha256(model_dir)}
-    return ServedSpec(
+    if kind == "hf-seq2seq":
+        prefix = _summarization_prefix(model_dir)
+        if prefix:  # T5's "summarize: ", prepended to every text
+            options["prefix"] = prefix
+    # Images are served as `imagenet` is: one instance with two onnxruntime threads,
+    # batches of up to 32 (tokens mean nothing there: max_length 1, as imagenet's card).
+    image = kind == "hf-image-classifier"
+    spec = ServedSpec(
         name=args.name,
         task=task,
         kind=kind,
@@ -54,9 +68,23 @@ def _served_hf_spec(args: argparse.Namespace) -> ServedSpec:
         description=f"Hugging Face model {model_dir.name} ({args.task})",
         licence="see the model directory",
         version_description=f"from {model_dir}",
-        max_length=args.max_length,
+        max_length=1 if image else args.max_length,
         options=tuple(sorted(options.items())),
     )
+    if image:
+        spec = dataclasses.replace(
+            spec,
+            batching=BatchingSpec(max_batch_size=32),
+            instances=InstanceSpec(cpu_count=1, cpu_threads=2),
+        )
+    return spec
+
+
+def _summarization_prefix(model_dir: Path) -> str:
+    from transformers import AutoConfig
+
+    params = getattr(AutoConfig.from_pretrained(model_dir), "task_specific_params", None) or {}
+    return str((params.get("summarization") or {}).get("prefix", ""))
 
 
 def _cmd_hf(args: argparse.Namespace) -> int:

@@ -267,13 +267,21 @@ def extra_configs(
     if target != "gpu":
         return {}
     size = int(facts.get("image_size", IMAGE_SIZE))
+    return gpu_core(spec, CORE_INPUT, (3, size, size), CORE_OUTPUT, len(facts["labels"]))
+
+
+def gpu_core(
+    spec: ServedSpec, input_name: str, shape: tuple[int, int, int], output_name: str, width: int
+) -> dict[str, mc.ModelConfig]:
+    """The gpu target's `<name>_core`: the graph in the onnxruntime backend on the GPU
+    (FP32 TensorRT), shared with the image classifiers `export hf` adds."""
     config = mc.ModelConfig(name=tc.core_name(spec.name), backend="onnxruntime")
     # The python front already merged the dynamic batch; the core still batches what
     # arrives together from several front instances.
     tc.batching(config, spec, 500)
     tc.versions(config, spec)
-    tc.tensor(config.input.add(), TensorSpec(CORE_INPUT, "TYPE_FP32", (3, size, size)))
-    tc.tensor(config.output.add(), TensorSpec(CORE_OUTPUT, "TYPE_FP32", (len(facts["labels"]),)))
+    tc.tensor(config.input.add(), TensorSpec(input_name, "TYPE_FP32", shape))
+    tc.tensor(config.output.add(), TensorSpec(output_name, "TYPE_FP32", (width,)))
     group = config.instance_group.add()
     group.kind = mc.ModelInstanceGroup.KIND_GPU
     group.count = spec.instances.gpu_count

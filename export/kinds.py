@@ -30,6 +30,8 @@ BUILDERS: dict[Kind, str] = {
     "image-classifier": "image_export",
     "summarizer": "summarize_export",
     "hf-token-classifier": "hf_token_export",
+    "hf-seq2seq": "hf_seq2seq_export",
+    "hf-image-classifier": "hf_image_export",
 }
 
 
@@ -41,6 +43,8 @@ KEYED_MODULES: dict[Kind, tuple[str, ...]] = {
     "image-classifier": ("fidelity_images.py",),
     "summarizer": (),
     "hf-token-classifier": ("fidelity_texts.py", "onnx_export.py"),
+    "hf-seq2seq": (),
+    "hf-image-classifier": ("fidelity_images.py", "onnx_export.py"),
 }
 
 

@@ -23,6 +23,8 @@ Kind = Literal[
     "summarizer",
     # Added by `export hf` from a Hugging Face directory (spec option "path").
     "hf-token-classifier",
+    "hf-seq2seq",
+    "hf-image-classifier",
 ]
 
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,27 @@ class ItemError(ValueError):
 
 class BatchCancelled(RuntimeError):
     """Every caller of the batch cancelled; the rest of the batch is not computed."""
+
+
+def string_column(values: Iterable[str]) -> np.ndarray:
+    """Texts -> a [n, 1] BYTES output tensor, UTF-8."""
+    return np.array([[v.encode("utf-8")] for v in values], dtype=np.object_).reshape(-1, 1)
+
+
+def throttled(cancelled: Callable[[], bool], every_s: float) -> Callable[[], bool]:
+    """`cancelled` asked at most every `every_s` seconds (each ask is a call into Triton
+    per request); once it says yes, yes."""
+    last = [-float("inf")]
+    said = [False]
+
+    def ask() -> bool:
+        now = time.monotonic()
+        if not said[0] and now - last[0] >= every_s:
+            last[0] = now
+            said[0] = bool(cancelled())
+        return said[0]
+
+    return ask
 
 
 def decode_utf8_texts(raw: np.ndarray, name: str, offset: int = 0) -> list[str]:

@@ -37,6 +37,8 @@ What is accepted and how it is read (each step says why):
   non-square image are not seen.
 - Values: (x - 127) / 128 per channel (EfficientNet-Lite's MEAN_RGB / STDDEV_RGB), float32,
   channels first: [3, image_size, image_size].
+- The hf-image-classifier kind passes its own `preprocess` (image_pipeline.HfSteps: what
+  the directory's preprocessor_config.json declares) in place of the last two steps.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import contextlib
 import io
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,7 +94,7 @@ class ImageLimits:
 
 @dataclass(frozen=True)
 class DecodedImage:
-    array: np.ndarray  # float32 [3, image_size, image_size], normalised
+    array: np.ndarray  # float32 [3, height, width] (image_size square for imagenet)
     width: int  # as decoded, after EXIF orientation
     height: int
 
@@ -149,9 +152,23 @@ def _describe_other(data: bytes) -> str:
     return f"unrecognised data starting {data[:8].hex()}"
 
 
-def decode_image(data: bytes, where: str, limits: ImageLimits) -> DecodedImage:
+def decode_image(
+    data: bytes,
+    where: str,
+    limits: ImageLimits,
+    preprocess: Callable[[Any], np.ndarray] | None = None,
+) -> DecodedImage:
     """One encoded image -> DecodedImage; ItemError (message starts with `where`) for
-    anything refused. Never lets a Pillow exception out."""
+    anything refused. Never lets a Pillow exception out. `preprocess` (RGB image -> array)
+    replaces the imagenet geometry and values."""
+    rgb = decode_rgb(data, where, limits)
+    array = _preprocess(rgb, limits) if preprocess is None else preprocess(rgb)
+    return DecodedImage(array, rgb.width, rgb.height)
+
+
+def decode_rgb(data: bytes, where: str, limits: ImageLimits) -> Any:
+    """One encoded image -> the oriented 8-bit RGB Pillow image (before any resize): what
+    the export-time checks hand to the reference preprocessing."""
     from PIL import Image
 
     if not data:
@@ -197,7 +214,7 @@ def decode_image(data: bytes, where: str, limits: ImageLimits) -> DecodedImage:
         raise ItemError(
             f"{where}: the {name} image could not be converted ({_reason(exc)})"
         ) from None
-    return DecodedImage(_preprocess(rgb, limits), rgb.width, rgb.height)
+    return rgb
 
 
 def _check_size(width: int, height: int, where: str, limits: ImageLimits) -> None:

@@ -18,14 +18,13 @@ The options and config parameters: summarize_settings.py.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 try:  # as the package export.runtime (build, tests)
-    from .batch_model import ItemError, decode_utf8_texts
+    from .batch_model import ItemError, decode_utf8_texts, string_column, throttled
     from .sentences import split_sentences
     from .summarize_chunks import CHUNK_SEPARATOR, chunk_spans, paragraph_spans, utf8_bytes
     from .summarize_extractive import Embed, extractive_rows
@@ -40,7 +39,12 @@ try:  # as the package export.runtime (build, tests)
     from .summarize_scheduler import Call, Job, RowFailure, Scheduler
     from .summarize_settings import METHODS, Method, Options, Settings
 except ImportError:  # flat, beside model.py in the Triton model directory
-    from batch_model import ItemError, decode_utf8_texts  # type: ignore[no-redef]
+    from batch_model import (  # type: ignore[no-redef]
+        ItemError,
+        decode_utf8_texts,
+        string_column,
+        throttled,
+    )
     from sentences import split_sentences  # type: ignore[no-redef]
     from summarize_chunks import (  # type: ignore[no-redef]
         CHUNK_SEPARATOR,
@@ -189,7 +193,7 @@ class SummarizePipeline:
                 extractive.append((row, text, spans, options.max_sentences))
             else:
                 jobs.append(self._job(row, text, spans, options))
-        poll = _throttled(cancelled, s.cancel_poll_s)
+        poll = throttled(cancelled, s.cancel_poll_s)
         scheduler = Scheduler(self, jobs, poll)
         try:
             # The chat model starts on the abstractive rows while the extractive ones
@@ -209,9 +213,9 @@ class SummarizePipeline:
             chunks[job.row] = job.chunks
             tokens[job.row] = job.prompt_tokens
         return {
-            "SUMMARY": _strings(summary),
-            "METHOD": _strings(options.method for _, options in pairs),
-            "SENTENCES": _strings(
+            "SUMMARY": string_column(summary),
+            "METHOD": string_column(options.method for _, options in pairs),
+            "SENTENCES": string_column(
                 json.dumps(
                     [{"index": i, "start": a, "end": b} for i, a, b in picked],
                     separators=(",", ":"),
@@ -264,23 +268,3 @@ class SummarizePipeline:
         job.texts = texts
         job.level += 1
         return self.calls(job)
-
-
-def _strings(values: Iterable[str]) -> np.ndarray:
-    return np.array([[v.encode("utf-8")] for v in values], dtype=np.object_).reshape(-1, 1)
-
-
-def _throttled(cancelled: Callable[[], bool], every_s: float) -> Callable[[], bool]:
-    """`cancelled` asked at most every `every_s` seconds (each ask is a call into Triton
-    per request); once it says yes, yes."""
-    last = [-float("inf")]
-    said = [False]
-
-    def ask() -> bool:
-        now = time.monotonic()
-        if not said[0] and now - last[0] >= every_s:
-            last[0] = now
-            said[0] = bool(cancelled())
-        return said[0]
-
-    return ask

@@ -17,10 +17,12 @@ class SummarizeRequest(Strict):
         description="One text, or a list of texts summarized as one batch.",
         examples=["The committee met on Tuesday. It approved the budget. ..."],
     )
-    method: Method = Field(
-        "extractive",
+    method: Method | None = Field(
+        None,
         description="extractive: the most central sentences, verbatim, in input order; "
-        "abstractive: new text written by the model (slower: seconds).",
+        "abstractive: new text written by the model (slower: seconds). Default: the "
+        "model's first method (its card's `methods`: extractive for `summarize`, "
+        "abstractive for a seq2seq model added with `export hf`).",
     )
     max_sentences: Annotated[int, Field(ge=1, le=50), WHOLE] = Field(
         3, description="Sentences an extractive summary keeps."

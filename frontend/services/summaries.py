@@ -61,14 +61,17 @@ class SummaryService:
         calls = self.calls
         routed = calls.route(name, SUMMARIES, requested_version, call)
         offered = routed.card.methods or []
+        if body.method is None and offered:
+            body = body.model_copy(update={"method": offered[0]})
         if body.method not in offered:
             raise InputInvalid(
                 f"method: model {name!r} offers {' and '.join(offered)}",
                 details=[{"loc": ["body", "method"], "msg": f"one of {offered}"}],
             )
+        method: str = body.method
         limits = calls.settings.limits
         texts = check_texts(body.inputs, limits, "inputs", limits.max_summary_items)
-        extractive = body.method == "extractive"
+        extractive = method == "extractive"
         clock = TritonClock()
 
         async def compute(indices: list[int]) -> list[Any]:
@@ -76,7 +79,7 @@ class SummaryService:
             n = len(sub)
             inputs = {
                 tensors.TEXT: _column([t.encode("utf-8") for t in sub]),
-                tensors.METHOD: _column([body.method.encode()] * n),
+                tensors.METHOD: _column([method.encode()] * n),
                 tensors.MAX_SENTENCES: np.full((n, 1), body.max_sentences, dtype=np.int32),
                 tensors.MAX_TOKENS: np.full((n, 1), body.max_tokens, dtype=np.int32),
             }
@@ -87,7 +90,7 @@ class SummaryService:
                     inputs,
                     OUTPUTS,
                     request_id,
-                    self.timeout(name, body.method),
+                    self.timeout(name, method),
                 )
             except InputInvalid as exc:
                 refused = refused_text(exc, sub)
@@ -99,9 +102,9 @@ class SummaryService:
 
         # Only the option the method reads: max_tokens does not change an extractive one.
         params = (
-            {"method": body.method, "max_sentences": body.max_sentences}
+            {"method": method, "max_sentences": body.max_sentences}
             if extractive
-            else {"method": body.method, "max_tokens": body.max_tokens}
+            else {"method": method, "max_tokens": body.max_tokens}
         )
         try:
             outcome = await calls.fetch(routed, texts, compute, params, call, lambda values: [])

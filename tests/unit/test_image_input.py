@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from export.runtime.batch_model import ItemError
-from export.runtime.image_input import ImageLimits, crop_box, decode_image, to_rgb
+from export.runtime.image_input import ImageLimits, crop_box, decode_image, decode_rgb, to_rgb
 
 LIMITS = ImageLimits()
 WHERE = "IMAGE[3]"
@@ -337,3 +337,40 @@ def test_greyscale_and_bilevel_become_three_equal_channels():
     for mode, value, expected in (("L", 90, 90), ("1", 1, 255)):
         data = encode(Image.new(mode, (32, 32), value), "PNG")
         np.testing.assert_array_equal(centre_rgb(data), [expected] * 3)
+
+
+# --- another kind's preprocessing (image_pipeline.HfSteps) -------------------------------
+
+
+def test_decode_rgb_is_the_image_before_preprocessing():
+    rgba = photo().convert("RGBA")
+    rgba.putalpha(0)  # fully transparent: white once composited
+    img = decode_rgb(encode(rgba, "PNG"), WHERE, LIMITS)
+    assert (img.mode, img.size) == ("RGB", (160, 120))
+    assert np.asarray(img).min() == 255
+
+
+def test_a_preprocess_replaces_the_imagenet_geometry():
+    data = encode(photo(), "PNG")
+    seen = []
+
+    def preprocess(rgb: Image.Image) -> np.ndarray:
+        seen.append(rgb.size)
+        return np.zeros((3, 5, 7), np.float32)
+
+    decoded = decode_image(data, WHERE, LIMITS, preprocess)
+    assert seen == [(160, 120)]
+    assert decoded.array.shape == (3, 5, 7)
+    assert (decoded.width, decoded.height) == (160, 120)  # as decoded, not as resized
+    # Refusals come first: a refused image never reaches the preprocessing.
+    with pytest.raises(ItemError):
+        decode_image(data[: len(data) // 2], WHERE, LIMITS, preprocess)
+    assert len(seen) == 1
+
+
+def test_without_a_preprocess_the_imagenet_values_are_unchanged():
+    data = encode(photo(), "PNG")
+    default = decode_image(data, WHERE, LIMITS).array
+    assert default.shape == (3, 224, 224) and default.dtype == np.float32
+    assert np.array_equal(default, decode_image(data, WHERE, LIMITS, None).array)
+    assert ImageLimits.from_params({"preprocess": "hf", "image_size": "224"}) == LIMITS

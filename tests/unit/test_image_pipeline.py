@@ -20,7 +20,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from export import fidelity_images, image_export
 from export.onnx_export import onnx_io
 from export.runtime.batch_model import BatchCancelled, ItemError
-from export.runtime.image_pipeline import ImagePipeline
+from export.runtime.image_pipeline import HfSteps, ImagePipeline
 from export.served_catalog import IMAGENET
 
 
@@ -292,3 +292,85 @@ def test_the_fidelity_check_refuses_a_differing_runner(pipeline, model, images):
     assert image_export.fidelity(Off(0.0), model, few)["images"] == 2  # the control
     with pytest.raises(RuntimeError, match="logit diff"):
         image_export.fidelity(Off(1e-3), model, few)
+
+
+# --- the core's names and another kind's preprocessing (hf-image-classifier) ---------------
+
+
+def test_imagenet_params_keep_the_imagenet_path():
+    params = image_export.runner_params(IMAGENET, threads=1)
+    assert not {"preprocess", "core_input", "core_output"} & set(params)
+    assert set(params) == {
+        "max_image_bytes",
+        "max_image_pixels",
+        "min_image_side",
+        "crop_fraction",
+        "chunk_rows",
+        "image_size",
+        "ort_intra_op_threads",
+        "ort_allow_spinning",
+    }
+
+
+def test_fake_core_pipeline_defaults(fake):
+    pipeline, _ = fake
+    assert (pipeline.core_input, pipeline.core_output) == ("input", "logits")
+    assert pipeline.preprocess is None
+
+
+class NamedCore:
+    """Fake core of a graph with other tensor names: records what it was fed."""
+
+    def __init__(self):
+        self.calls: list[tuple[list[str], str, tuple[int, ...]]] = []
+
+    def __call__(self, feeds, output):
+        (x,) = feeds.values()
+        self.calls.append((list(feeds), output, x.shape))
+        return np.tile(np.arange(3, dtype=np.float32), (len(x), 1))
+
+
+def test_hf_params_name_the_core_tensors_and_preprocess(tmp_path):
+    (tmp_path / "labels.json").write_text(json.dumps(["a", "b", "c"]))
+    steps = HfSteps(
+        shortest_edge=40, crop_height=32, crop_width=24, resample=3, rescale_factor=1 / 255
+    )
+    params = {**steps.as_params(), "core_input": "pixel_values", "core_output": "out"}
+    core = NamedCore()
+    pipeline = ImagePipeline(tmp_path, params, core)
+    assert pipeline.preprocess == steps
+    out = pipeline.run(pipeline.decode(tensor([_grey(9), _grey(200)])))
+    assert core.calls == [(["pixel_values"], "out", (2, 3, 32, 24))]
+    assert [label.decode() for label in out["LABEL"][:, 0]] == ["c", "c"]
+    assert (out["WIDTH"][:, 0] == 32).all()  # the decoded size, not the model's
+    items = pipeline.decode(tensor([_grey(51)]))
+    np.testing.assert_array_equal(items[0].array, np.float32(51 / 255))  # rescale only
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({}, "resize_height/width or shortest_edge"),
+        ({"resize_height": 8, "resize_width": 8, "shortest_edge": 8}, "or shortest_edge"),
+        ({"shortest_edge": 8}, "needs a centre crop"),
+        ({"shortest_edge": 8, "crop_height": 9, "crop_width": 8}, "crop larger"),
+        ({"resize_height": 8, "resize_width": 8, "crop_height": 4}, "go together"),
+        ({"resize_height": 8, "resize_width": 8, "image_mean": (0.5,)}, "3 values"),
+    ],
+)
+def test_hf_steps_refuse_what_cannot_batch(fields, says):
+    with pytest.raises(ValueError, match=says):
+        HfSteps(**fields)
+
+
+def test_hf_steps_params_round_trip_exactly():
+    steps = HfSteps(
+        resize_height=224,
+        resize_width=224,
+        resample=2,
+        rescale_factor=1 / 255,
+        image_mean=(0.48145466, 0.4578275, 0.40821073),
+        image_std=(0.26862954, 0.26130258, 0.27577711),
+    )
+    assert HfSteps.from_params(steps.as_params()) == steps  # floats read back bit for bit
+    assert steps.as_params()["rescale_factor"] == "0.00392156862745098"

@@ -9,26 +9,35 @@
     ├── Unauthorized                        401 unauthorized           (+ WWW-Authenticate)
     ├── Forbidden                           403 forbidden
     ├── Conflict                            409 conflict
+    │   ├── IdempotencyKeyReused            409 idempotency_key_reused
+    │   ├── IdempotencyInProgress           409 idempotency_in_progress (+ Retry-After: 1)
+    │   └── JobFinished                     409 job_finished
     ├── InputInvalid                        422 validation_error
     ├── RateLimited                         429 rate_limited           (+ Retry-After)
-    │   └── QuotaExceeded                   429 token_quota_exceeded   (+ Retry-After)
+    │   ├── QuotaExceeded                   429 token_quota_exceeded   (+ Retry-After)
+    │   └── JobLimitExceeded                429 job_limit_exceeded     (+ Retry-After)
     ├── RequestTimeout                      408 request_timeout        (the server; closes)
     ├── PreconditionFailed                  412 precondition_failed
     ├── PayloadTooLarge                     413 payload_too_large
     ├── UriTooLong                          414 uri_too_long           (the server)
     ├── UnsupportedEncoding                 415 unsupported_encoding
+    ├── UnsupportedMediaType                415 unsupported_media_type
+    ├── NotAcceptable                       406 not_acceptable
+    ├── RangeNotSatisfiable                 416 range_not_satisfiable  (+ Content-Range)
     ├── HeaderTooLarge                      431 header_too_large       (the server)
     ├── NotFound                            404 not_found
     │   ├── ModelNotFound                   404 model_not_found
     │   └── VersionNotFound                 404 version_not_found
     ├── MethodNotAllowed                    405 method_not_allowed
     ├── VersionRetired                      410 version_retired
+    ├── JobExpired                          410 job_expired
     ├── UpstreamUnavailable                 503 upstream_unavailable   (+ Retry-After)
     │   ├── Overloaded                      503 overloaded             (+ Retry-After)
     │   ├── ModelUnavailable                503 model_unavailable      (+ Retry-After)
     │   └── StateUnavailable                503 state_unavailable      (+ Retry-After)
     ├── DeadlineExceeded                    504 deadline_exceeded
-    └── UpstreamError                       502 upstream_error
+    ├── UpstreamError                       502 upstream_error
+    └── InsufficientStorage                 507 insufficient_storage   (+ Retry-After: 60)
 
 Every error leaves as {"error": {"message", "type", "param", "code", "request_id",
 "details"}}: OpenAI's envelope (message, type, param, code) plus ours. The message is
@@ -137,6 +146,25 @@ class Conflict(InfergateError):
     status, code = 409, "conflict"
 
 
+class IdempotencyKeyReused(Conflict):
+    """An Idempotency-Key already used, by the same caller, for a different request."""
+
+    code = "idempotency_key_reused"
+
+
+class IdempotencyInProgress(Conflict):
+    """An Idempotency-Key whose first request is still being processed (Stripe answers
+    409 to concurrent duplicates): retry shortly to get its answer."""
+
+    code, retry_after = "idempotency_in_progress", 1
+
+
+class JobFinished(Conflict):
+    """A cancel of a job that already succeeded or failed."""
+
+    code = "job_finished"
+
+
 class RateLimited(InfergateError):
     """429; carries the rate-limit headers of the window(s) that refused the request."""
 
@@ -155,6 +183,25 @@ class RateLimited(InfergateError):
 
 class QuotaExceeded(RateLimited):
     code = "token_quota_exceeded"
+
+
+class JobLimitExceeded(RateLimited):
+    """A job refused by its tier's job limits (rows per UTC day, concurrent jobs); details
+    name the limit, its value, what is used and what was requested."""
+
+    code = "job_limit_exceeded"
+
+    def __init__(
+        self,
+        message: str,
+        retry_after: int,
+        extra_headers: dict[str, str] | None = None,
+        *,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, retry_after, extra_headers)
+        if details is not None:
+            self.details = {**details, "retry_after_s": retry_after}
 
 
 class InputInvalid(InfergateError):
@@ -186,6 +233,33 @@ class UnsupportedEncoding(InfergateError):
     status, code = 415, "unsupported_encoding"
 
 
+class UnsupportedMediaType(InfergateError):
+    """An uploaded file (or a body) whose content is not what the route takes (a job's
+    input must be UTF-8 JSONL or CSV), found by sniffing its bytes, not by its name."""
+
+    status, code = 415, "unsupported_media_type"
+
+
+class NotAcceptable(InfergateError):
+    """An Accept header that names no representation the route can produce."""
+
+    status, code = 406, "not_acceptable"
+
+
+class RangeNotSatisfiable(InfergateError):
+    """A Range beyond the representation's size; Content-Range gives the size (RFC 9110
+    15.5.17)."""
+
+    status, code = 416, "range_not_satisfiable"
+
+    def __init__(self, size: int, message: str | None = None) -> None:
+        super().__init__(message or f"range not satisfiable: the size is {size} bytes")
+        self.size = size
+
+    def headers(self) -> dict[str, str]:
+        return {"Content-Range": f"bytes */{self.size}"}
+
+
 class HeaderTooLarge(InfergateError):
     status, code = 431, "header_too_large"
 
@@ -208,6 +282,12 @@ class MethodNotAllowed(InfergateError):
 
 class VersionRetired(InfergateError):
     status, code = 410, "version_retired"
+
+
+class JobExpired(InfergateError):
+    """A job past its retention (expires_at): its results are gone or going."""
+
+    status, code = 410, "job_expired"
 
 
 class UpstreamUnavailable(InfergateError):
@@ -244,6 +324,12 @@ class DeadlineExceeded(InfergateError):
 
 class UpstreamError(InfergateError):
     status, code = 502, "upstream_error"
+
+
+class InsufficientStorage(InfergateError):
+    """Not enough free space where job files are stored to take an upload."""
+
+    status, code, retry_after = 507, "insufficient_storage", 60
 
 
 def envelope(error: InfergateError, request_id: str | None) -> bytes:

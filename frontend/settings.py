@@ -11,8 +11,17 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .job_settings import JobSettings
 
 # Secrets that were ever published (this project's old development default among them)
 # or that people type when asked for one. A start with one of these warns loudly; prod
@@ -139,10 +148,17 @@ class LimitSettings(BaseModel):
 class Tier(BaseModel):
     """A fair-use tier. `rate` holds request windows in the `limits` notation ("10/minute",
     "100/day", "5 per 2 seconds"); `tokens_per_day` is the daily budget of generated and
-    prompt tokens for the text-generation routes (None: no cap)."""
+    prompt tokens for the text-generation routes (None: no cap). Batch jobs: input rows
+    admitted per UTC day and jobs not yet finished at once, per account (None: no cap)."""
 
     rate: list[str] = Field(default_factory=list)
     tokens_per_day: int | None = Field(None, ge=0, le=10**15)
+    job_rows_per_day: int | None = Field(
+        None, ge=0, le=10**12, description="batch-job input rows admitted per UTC day"
+    )
+    max_concurrent_jobs: int | None = Field(
+        None, ge=0, le=100_000, description="batch jobs queued or running at once"
+    )
 
     @field_validator("rate")
     @classmethod
@@ -156,9 +172,24 @@ class Tier(BaseModel):
 
 def _default_tiers() -> dict[str, Tier]:
     return {
-        "free": Tier(rate=["10/minute", "100/day"], tokens_per_day=20_000),
-        "pro": Tier(rate=["100/minute", "10000/day"], tokens_per_day=2_000_000),
-        "enterprise": Tier(rate=["1000/minute"], tokens_per_day=50_000_000),
+        "free": Tier(
+            rate=["10/minute", "100/day"],
+            tokens_per_day=20_000,
+            job_rows_per_day=10_000,
+            max_concurrent_jobs=1,
+        ),
+        "pro": Tier(
+            rate=["100/minute", "10000/day"],
+            tokens_per_day=2_000_000,
+            job_rows_per_day=1_000_000,
+            max_concurrent_jobs=4,
+        ),
+        "enterprise": Tier(
+            rate=["1000/minute"],
+            tokens_per_day=50_000_000,
+            job_rows_per_day=50_000_000,
+            max_concurrent_jobs=16,
+        ),
         # The bootstrap admin key's tier: operators are not throttled by their own gateway.
         "unlimited": Tier(rate=[], tokens_per_day=None),
     }
@@ -337,6 +368,18 @@ class ServerSettings(BaseModel):
     # the client address (logs, per-client limits) and the scheme (HSTS) come from them.
     # Never "*": any client could then choose its own address.
     trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # POST /v1/jobs only (uploads of up to 500 MB): instead of `body_timeout_s`, at least
+    # `upload_min_bytes_per_window` must arrive in every `upload_window_s`, and the whole
+    # body within `upload_timeout_s`, so that a crawling upload is still closed soon.
+    upload_window_s: float = Field(
+        15.0, gt=0, le=300, description="seconds per progress window of a job upload"
+    )
+    upload_min_bytes_per_window: int = Field(
+        65_536, ge=1, le=1 << 30, description="bytes a job upload must send per window"
+    )
+    upload_timeout_s: float = Field(
+        3600.0, gt=0, le=86_400, description="seconds a whole job upload may take"
+    )
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -360,8 +403,14 @@ class LogSettings(BaseModel):
 
 
 class Settings(BaseSettings):
+    # hide_input_in_errors: a refused value is never echoed in the start-up error (URLs of
+    # the database, Redis and the broker may carry passwords). It takes effect only here,
+    # on the model validated at the top, not on a nested one.
     model_config = SettingsConfigDict(
-        env_prefix="INFERGATE_", env_nested_delimiter="__", extra="ignore"
+        env_prefix="INFERGATE_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        hide_input_in_errors=True,
     )
 
     environment: Literal["dev", "test", "prod"] = "dev"
@@ -379,6 +428,7 @@ class Settings(BaseSettings):
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
 
     _secret_generated: bool = PrivateAttr(default=False)
 
@@ -400,6 +450,15 @@ class Settings(BaseSettings):
             reason = weak_secret_reason(self.secret_key.get_secret_value())
             if reason is not None:
                 raise ValueError(f"INFERGATE_SECRET_KEY is weak: {reason}")
+        return self
+
+    @model_validator(mode="after")
+    def uploads_outlive_their_deadline(self) -> Settings:
+        # An upload streams into a temporary file and holds its Idempotency-Key while it
+        # lasts: neither may be taken as abandoned before the upload's own deadline.
+        for name in ("tmp_max_age_s", "idempotency_stale_s"):
+            if getattr(self.jobs, name) <= self.server.upload_timeout_s:
+                raise ValueError(f"jobs.{name} must be above server.upload_timeout_s")
         return self
 
     @property

@@ -17,6 +17,7 @@ from frontend.settings import DatabaseSettings
 # Every table the migrations make, by revision (alembic_version is Alembic's own).
 ACCOUNT_TABLES = {"users", "api_keys", "audit_log"}
 ROUTING_USAGE_TABLES = {"routing", "routing_history", "usage_ledger"}
+JOB_TABLES = {"jobs", "job_files", "job_chunks", "job_accounts", "idempotency_keys"}
 
 
 def engine(url: str) -> AsyncEngine:

@@ -127,3 +127,136 @@ class UsageRow(Base):
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cache_hits: Mapped[int] = mapped_column(BigInteger, default=0)
     errors: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# --- batch jobs (revision 0003; queries in jobs.py, job_chunks.py, job_limits.py) ---------
+# Named *Record: the frozen snapshots the queries hand out are jobs.JobRow / JobFileRow.
+
+
+class JobRecord(Base):
+    """One batch job. Counters move only in the chunk commit's transaction; `seq` grows
+    with every commit and state change (the SSE event id)."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_owner_created", "owner", "created_at", "id"),  # listing, keyset
+        Index("ix_jobs_state_updated", "state", "updated_at"),  # reconciler, gauges
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))  # who sees it
+    account: Mapped[str] = mapped_column(String(64))  # whose limits, quota and usage
+    # Snapshots at submission: the ledger's subject, the tier and key limits at run time.
+    subject: Mapped[str] = mapped_column(String(64))
+    tier: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    key_limits: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    model: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(16))  # resolved once, at submission
+    task: Mapped[str] = mapped_column(String(32))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON)
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    text_field: Mapped[str] = mapped_column(String(128))
+    columns: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)  # null: all
+    state: Mapped[str] = mapped_column(String(16))
+    planned: Mapped[bool] = mapped_column(Boolean, default=False)  # chunk rows complete
+    rows_total: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    rows_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    rows_failed: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Rows/day reserved at submission (an estimate, settled at planning) and its UTC day.
+    rows_reserved: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserved_day: Mapped[int] = mapped_column(BigInteger, default=0)
+    chunks_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    chunks_done: Mapped[int] = mapped_column(Integer, default=0)
+    rate_rows_per_s: Mapped[float | None] = mapped_column(Double, nullable=True)
+    last_commit_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    # {"reason": "token_quota" | "model_unavailable" | "retrying", "until": t}
+    waiting: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # {code, message}
+    plan_dispatched_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+    started_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    # finished_at + retention: the sweep removes the job's rows and files after it.
+    expires_at: Mapped[float | None] = mapped_column(Double, nullable=True, index=True)
+
+
+class JobFileRecord(Base):
+    __tablename__ = "job_files"
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True)  # upload order, from 0
+    name: Mapped[str] = mapped_column(String(255))
+    format: Mapped[str] = mapped_column(String(8))  # "jsonl" | "csv"
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(255))
+    header: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)  # CSV column names
+    # Known after planning: its rows, and the global 1-based number of its first one.
+    rows: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    first_row: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class JobChunkRecord(Base):
+    """A byte range of one file, run as one unit: pending → queued → running → done, or
+    skipped when its job ends first. Only the commit that moves it to done sets
+    `output_token`; results are read through that token, never from a directory."""
+
+    __tablename__ = "job_chunks"
+    __table_args__ = (
+        Index("ix_job_chunks_state_lease", "state", "lease_until"),
+        Index("ix_job_chunks_state_dispatched", "state", "dispatched_at"),
+    )
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True)  # within the job, from 0
+    file_idx: Mapped[int] = mapped_column(Integer)
+    start_offset: Mapped[int] = mapped_column(BigInteger)
+    end_offset: Mapped[int] = mapped_column(BigInteger)
+    first_row: Mapped[int] = mapped_column(BigInteger)
+    rows: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims so far
+    lease_owner: Mapped[str | None] = mapped_column(String(96), nullable=True)
+    lease_until: Mapped[float | None] = mapped_column(Double, nullable=True)
+    not_before: Mapped[float | None] = mapped_column(Double, nullable=True)  # deferred
+    dispatched_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    output_token: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    rows_ok: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rows_failed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Exact sizes of the winning attempt's files (byte ranges of the results).
+    results_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    csv_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    errors_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+
+class JobAccountRecord(Base):
+    """Per account: its non-terminal jobs and the rows it reserved on one UTC day. A
+    conditional UPDATE of this row admits a job, so the limits are exact without Redis."""
+
+    __tablename__ = "job_accounts"
+
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    active: Mapped[int] = mapped_column(Integer, default=0)
+    day: Mapped[int] = mapped_column(BigInteger, default=0)  # epoch s of a UTC midnight
+    rows_day: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class IdempotencyKeyRecord(Base):
+    """An Idempotency-Key of one owner: in_progress while its submission runs, then done
+    with the job it made. The primary key is what lets exactly one concurrent twin in."""
+
+    __tablename__ = "idempotency_keys"
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    state: Mapped[str] = mapped_column(String(16))  # "in_progress" | "done"
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float] = mapped_column(Double, index=True)

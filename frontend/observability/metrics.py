@@ -19,6 +19,8 @@ LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5,
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 30)
 ITL_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5)
+# One batch-job chunk attempt: from a 256-row classification chunk to a generation one.
+CHUNK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
 
 
 class _NotExported:
@@ -204,6 +206,62 @@ class Metrics:
             ["model"],
             registry=r,
             multiprocess_mode="livesum",
+        )
+
+        # Batch jobs. The first three come from SQL, refreshed by the reconciler pass of
+        # every process: all read the same rows, hence "max" across processes, not a sum.
+        self.jobs = Gauge(
+            "infergate_jobs",
+            "Batch jobs per state, as the database holds them",
+            ["state"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.job_queue_depth = Gauge(
+            "infergate_job_queue_depth",
+            "Batch-job chunks waiting: queued in the database (sql) and tasks in the "
+            "broker's queue (broker)",
+            ["where"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.job_rows_per_second = Gauge(
+            "infergate_job_rows_per_second",
+            "Rows per second of all running batch jobs together",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.job_rows = Counter(
+            "infergate_job_rows",
+            "Batch-job rows committed (a chunk's rows count once, by the attempt that "
+            "completed it): ok or failed",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.job_chunks = Counter(
+            "infergate_job_chunks",
+            "Batch-job chunk attempts by outcome: done, retried, deferred, skipped, failed, "
+            "lost_race (another attempt completed it first)",
+            ["outcome"],
+            registry=r,
+        )
+        self.job_chunk_time = Histogram(
+            "infergate_job_chunk_seconds",
+            "Time of one batch-job chunk attempt",
+            ["model"],
+            buckets=CHUNK_BUCKETS,
+            registry=r,
+        )
+        self.job_upload_bytes = Counter(
+            "infergate_job_upload_bytes",
+            "Bytes of batch-job input files received",
+            registry=r,
+        )
+        self.job_uploads = Counter(
+            "infergate_job_uploads",
+            "Batch-job submissions by outcome: accepted, too_large, unsupported, invalid, aborted",
+            ["outcome"],
+            registry=r,
         )
 
     def render(self) -> bytes:

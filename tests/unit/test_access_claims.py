@@ -566,10 +566,30 @@ def test_default_tiers_are_the_documented_ones():
     auth = AuthSettings()
     assert auth.default_tier == "free" and auth.bootstrap_admin_tier == "unlimited"
     assert {name: tier.model_dump() for name, tier in auth.tiers.items()} == {
-        "free": {"rate": ["10/minute", "100/day"], "tokens_per_day": 20_000},
-        "pro": {"rate": ["100/minute", "10000/day"], "tokens_per_day": 2_000_000},
-        "enterprise": {"rate": ["1000/minute"], "tokens_per_day": 50_000_000},
-        "unlimited": {"rate": [], "tokens_per_day": None},
+        "free": {
+            "rate": ["10/minute", "100/day"],
+            "tokens_per_day": 20_000,
+            "job_rows_per_day": 10_000,
+            "max_concurrent_jobs": 1,
+        },
+        "pro": {
+            "rate": ["100/minute", "10000/day"],
+            "tokens_per_day": 2_000_000,
+            "job_rows_per_day": 1_000_000,
+            "max_concurrent_jobs": 4,
+        },
+        "enterprise": {
+            "rate": ["1000/minute"],
+            "tokens_per_day": 50_000_000,
+            "job_rows_per_day": 50_000_000,
+            "max_concurrent_jobs": 16,
+        },
+        "unlimited": {
+            "rate": [],
+            "tokens_per_day": None,
+            "job_rows_per_day": None,
+            "max_concurrent_jobs": None,
+        },
     }
 
 

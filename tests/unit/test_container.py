@@ -201,12 +201,27 @@ def _is_scope(node: ast.expr) -> bool:
     )
 
 
-def _state_reads(path: Path) -> list[str]:
-    """Every `<something>.state` in a module, and every `scope["state"]`,
-    `scope.get("state")` or `scope.setdefault("state", ...)`."""
+# What Starlette hangs a `.state` on: the app, a request or websocket (a connection).
+# SQL columns named `state` (jobs, chunks) are not state reads.
+_STATE_OWNERS = {"app", "request", "req", "websocket", "connection", "conn"}
+
+
+def _owner_name(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return None
+
+
+def _state_reads_in(source: str, name: str = "<source>") -> list[str]:
     found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        attribute = isinstance(node, ast.Attribute) and node.attr == "state"
+    for node in ast.walk(ast.parse(source, name)):
+        attribute = (
+            isinstance(node, ast.Attribute)
+            and node.attr == "state"
+            and _owner_name(node.value) in _STATE_OWNERS
+        )
         keyed = (
             isinstance(node, ast.Subscript)
             and isinstance(node.slice, ast.Constant)
@@ -222,8 +237,37 @@ def _state_reads(path: Path) -> list[str]:
             and node.args[0].value == "state"
         )
         if attribute or keyed or looked_up:
-            found.append(f"{path.name}:{getattr(node, 'lineno', 0)}: {ast.unparse(node)}")
+            found.append(f"{name}:{getattr(node, 'lineno', 0)}: {ast.unparse(node)}")
     return found
+
+
+def _state_reads(path: Path) -> list[str]:
+    """Every `app.state` / `request.state` (and of a websocket or connection, whatever
+    holds it: `self.app.state` too) in a module, and every `scope["state"]`,
+    `scope.get("state")` or `scope.setdefault("state", ...)`."""
+    return _state_reads_in(path.read_text(), path.name)
+
+
+def test_the_state_read_finder_finds_them_and_only_them():
+    source = (
+        "a = request.state.x\n"
+        "b = self.app.state\n"
+        "c = scope['state']\n"
+        "d = scope.get('state')\n"
+        "e = websocket.state\n"
+        "f = JOBS.c.state\n"  # a SQL column
+        "g = row.state\n"
+    )
+    found = sorted(line.split(": ", 1)[1] for line in _state_reads_in(source))
+    assert found == sorted(
+        [
+            "request.state",
+            "self.app.state",
+            "scope['state']",
+            "scope.get('state')",
+            "websocket.state",
+        ]
+    )
 
 
 def test_no_route_module_reads_app_state():

@@ -14,6 +14,7 @@ from frontend.db import migrate
 from frontend.db.tables import Base
 from tests.db_support import (
     ACCOUNT_TABLES,
+    JOB_TABLES,
     ROUTING_USAGE_TABLES,
     engine,
     schema_differences,
@@ -31,7 +32,7 @@ def test_the_migrations_make_exactly_the_tables_in_code(tmp_path):
         try:
             await migrate.upgrade(db)
             assert await migrate.current(db) == migrate.head()
-            assert await table_names(db) == ACCOUNT_TABLES | ROUTING_USAGE_TABLES
+            assert await table_names(db) == ACCOUNT_TABLES | ROUTING_USAGE_TABLES | JOB_TABLES
             return await schema_differences(db)
         finally:
             await db.dispose()
@@ -59,8 +60,8 @@ def test_a_table_changed_in_code_only_is_a_difference(tmp_path):
     assert differences[0][3].name == "nickname"
 
 
-def test_head_is_the_routing_and_usage_revision():
-    assert migrate.head() == "0002"
+def test_head_is_the_jobs_revision():
+    assert migrate.head() == "0003"
 
 
 def test_an_empty_database_is_refused_naming_the_upgrade_command(tmp_path):
@@ -78,17 +79,39 @@ def test_an_empty_database_is_refused_naming_the_upgrade_command(tmp_path):
 
 
 def test_a_database_one_revision_behind_is_refused_naming_both(tmp_path):
-    async def scenario():
+    async def scenario(revision: str):
         db = engine(sqlite_url(tmp_path))
         try:
-            await migrate.upgrade(db, "0001")
-            assert await table_names(db) == ACCOUNT_TABLES
+            await migrate.upgrade(db, revision)
             await migrate.require_head(db)
         finally:
             await db.dispose()
 
-    with pytest.raises(migrate.NotMigrated, match="revision 0001, this version needs 0002"):
-        asyncio.run(scenario())
+    with pytest.raises(migrate.NotMigrated, match="revision 0001, this version needs 0003"):
+        asyncio.run(scenario("0001"))
+    with pytest.raises(migrate.NotMigrated, match="revision 0002, this version needs 0003"):
+        asyncio.run(scenario("0002"))
+
+
+def test_each_revision_makes_its_tables_and_its_downgrade_drops_them(tmp_path):
+    async def scenario() -> list[set[str]]:
+        db = engine(sqlite_url(tmp_path))
+        seen = []
+        try:
+            for revision in ("0001", "0002", "0003"):
+                await migrate.upgrade(db, revision)
+                seen.append(await table_names(db))
+            await migrate.downgrade(db, "0002")
+            seen.append(await table_names(db))
+            return seen
+        finally:
+            await db.dispose()
+
+    accounts, routing, jobs, down = asyncio.run(scenario())
+    assert accounts == ACCOUNT_TABLES
+    assert routing == ACCOUNT_TABLES | ROUTING_USAGE_TABLES
+    assert jobs == routing | JOB_TABLES
+    assert down == routing
 
 
 def test_in_memory_transactions_take_turns_so_a_rollback_never_undoes_another():

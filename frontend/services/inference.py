@@ -60,8 +60,13 @@ class InferenceService(ModelCalls):
         router: Router,
         stats: RoutingStats,
         metrics: Metrics,
+        *,
+        shadow: bool = True,
     ) -> None:
+        """`shadow` False: no call is mirrored to a shadow version (batch jobs' service:
+        a job's rows would flood the shadow comparison and its Triton instances)."""
         super().__init__(settings, catalog, triton, cache, router, stats, metrics)
+        self.shadow = shadow
         self._shadow_slots = asyncio.Semaphore(settings.routing.max_shadow_in_flight)
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         self._predictors: dict[str, Predictor] = {
@@ -171,7 +176,8 @@ class InferenceService(ModelCalls):
             routed, texts, compute, params, call, lambda values: [v["i"]["label"] for v in values]
         )
         predictions = [v["i"] for v in outcome.values]
-        self._shadow(name, version, texts, [p["label"] for p in predictions], request_id)
+        if self.shadow:
+            self._shadow(name, version, texts, [p["label"] for p in predictions], request_id)
         answer = {
             "model": name,
             "version": str(version),

@@ -56,10 +56,17 @@ class InferResult:
 
 class TritonClient:
     def __init__(
-        self, settings: TritonSettings, grpc: grpcaio.InferenceServerClient | None = None
+        self,
+        settings: TritonSettings,
+        grpc: grpcaio.InferenceServerClient | None = None,
+        *,
+        priority: int = 0,
     ) -> None:
-        """`grpc`: a client to use instead of opening a channel (tests pass a fake of it)."""
+        """`grpc`: a client to use instead of opening a channel (tests pass a fake of it).
+        `priority`: the Triton priority level every `infer` request carries (0: the
+        model's default level, online traffic's; batch jobs' client sends a lower one)."""
         self.settings = settings
+        self.priority = priority
         key = settings.admin_key
         self._admin = {ADMIN_METADATA: key.get_secret_value()} if key is not None else None
         self._client = grpc or grpcaio.InferenceServerClient(
@@ -119,6 +126,7 @@ class TritonClient:
                     model_version=version,
                     outputs=requested,
                     request_id=request_id,
+                    priority=self.priority,
                     client_timeout=max(deadline - time.monotonic(), 0.001),
                 )
             except InferenceServerException as exc:

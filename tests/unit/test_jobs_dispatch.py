@@ -1,5 +1,6 @@
 """The dispatcher contract (design §4.2) and the executor choice (§4.3): "off" accepts
-work and runs nothing; the executors not built yet refuse to start, loudly."""
+work and runs nothing; "local" runs it in process when given a runner; Celery (not built
+yet) and "local" without a runner refuse to start, loudly."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from frontend.jobs.dispatch import Dispatcher, NullDispatcher, WorkItem
 from frontend.jobs.executors import executor_kind, open_executor
+from frontend.jobs.local import LocalExecutor
 from frontend.settings import JobSettings, Settings
 
 
@@ -59,16 +61,37 @@ def test_auto_means_celery_with_a_broker_else_local(executor, broker, kind):
     assert executor_kind(JobSettings(executor=executor, broker_url=broker)) == kind
 
 
+class Runner:
+    """A job runner that is never called (the executor is not started)."""
+
+    async def plan(self, job_id: str) -> list:
+        raise AssertionError("not started")
+
+    async def run_chunk(self, job_id: str, idx: int) -> list:
+        raise AssertionError("not started")
+
+
+@pytest.mark.parametrize(("executor", "broker"), [("auto", None), ("local", "redis://b/1")])
+def test_local_with_a_runner_opens_the_in_process_executor(executor, broker):
+    jobs = JobSettings(executor=executor, broker_url=broker, local_slots=3)
+    dispatcher = open_executor(Settings(jobs=jobs), Runner())
+    assert isinstance(dispatcher, LocalExecutor)
+    assert asyncio.run(dispatcher.depth()) == 0
+
+
 @pytest.mark.parametrize(
-    ("executor", "broker", "kind"),
+    ("executor", "broker", "kind", "why"),
     [
-        ("auto", None, "local"),
-        ("local", None, "local"),
-        ("auto", "redis://broker/1", "celery"),
-        ("celery", "redis://broker/1", "celery"),
+        ("auto", None, "local", "without a job runner"),
+        ("local", None, "local", "without a job runner"),
+        ("auto", "redis://broker/1", "celery", "yet"),
+        ("celery", "redis://broker/1", "celery", "yet"),
     ],
 )
-def test_executors_not_built_yet_refuse_to_start(executor, broker, kind):
+def test_executors_that_cannot_run_refuse_to_start(executor, broker, kind, why):
     settings = Settings(jobs=JobSettings(executor=executor, broker_url=broker))
-    with pytest.raises(RuntimeError, match=f"the {kind} job executor is not available yet"):
+    with pytest.raises(RuntimeError, match=f"the {kind} job executor is not available {why}"):
         open_executor(settings)
+    if kind == "celery":  # a runner does not make the Celery executor exist
+        with pytest.raises(RuntimeError, match="the celery job executor is not available yet"):
+            open_executor(settings, Runner())

@@ -36,11 +36,12 @@ def _client(fake, **settings) -> tuple[TritonClient, dict]:
     return fake, settings
 
 
-def _run(pair):
+def _run(pair, **options):
     fake, settings = pair
 
     async def go():
-        client = TritonClient(TritonSettings(**settings))  # the channel needs a running loop
+        # The channel needs a running loop.
+        client = TritonClient(TritonSettings(**settings), **options)
         await client.close()
         client._client = fake
         return await client.infer_text("intent", "1", ["hi"], ("LABEL",), "rid-1")
@@ -74,6 +75,21 @@ def test_retries_are_bounded():
     with pytest.raises(UpstreamUnavailable):
         _run(_client(fake, connect_retries=1))
     assert len(fake.calls) == 2
+
+
+def test_online_requests_carry_the_default_priority():
+    fake = FakeGrpc([])
+    _run(_client(fake))
+    assert fake.calls[0]["priority"] == 0  # the model's default level, as before
+
+
+def test_batch_client_sends_its_priority():
+    """The batch jobs' client: every request (retries included) carries its level."""
+    fake = FakeGrpc(
+        [InferenceServerException("failed to connect to all addresses", "StatusCode.UNAVAILABLE")]
+    )
+    _run(_client(fake), priority=2)
+    assert [call["priority"] for call in fake.calls] == [2, 2]
 
 
 def test_per_model_deadline():

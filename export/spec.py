@@ -74,6 +74,12 @@ class BatchingSpec:
     # Rows per ONNX Runtime call inside the CPU runner; rows are sorted by length first so
     # that short texts are not padded to the longest one in the batch.
     runner_chunk_rows: int = 32
+    # Two queues in Triton's scheduler, each under default_queue_policy: online requests
+    # (priority 0, which Triton maps to the default level) at level 1, batch-job requests
+    # (jobs.triton_priority = 2) at level 2, so batch work neither jumps nor fills the
+    # online queue. Triton gives an out-of-range priority the default level.
+    priority_levels: int = 2
+    default_priority_level: int = 1
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,10 @@ def _batching(config: mc.ModelConfig, spec: ModelSpec | ServedSpec, delay_us: in
     config.dynamic_batching.max_queue_delay_microseconds = delay_us
     policy = config.dynamic_batching.default_queue_policy
     policy.max_queue_size = spec.batching.max_queue_size
+    # Every level takes default_queue_policy (its own bounded queue), served in level
+    # order: a request of level 1 (online) is scheduled before any of level 2 (jobs).
+    config.dynamic_batching.priority_levels = spec.batching.priority_levels
+    config.dynamic_batching.default_priority_level = spec.batching.default_priority_level
 
 
 def _versions(config: mc.ModelConfig, spec: ModelSpec) -> None:

@@ -16,19 +16,21 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install models serve triton test test-unit lint bench bench-auth bench-chat bench-options bench-kinds clean
+.PHONY: help install models serve worker triton test test-unit lint bench bench-auth bench-chat bench-options bench-kinds bench-jobs clean
 
 help:
 	@echo "make serve   install, build the model repository (cached), run the stack"
 	@echo "make test    install, build the model repository (cached), run all tests"
 	@echo "make models  build model_repository/ (TARGET=cpu|gpu)"
 	@echo "make triton  run only the embedded Triton"
+	@echo "make worker  a Celery batch-job worker beside \`make serve\` (needs INFERGATE_JOBS__BROKER_URL)"
 	@echo "make lint    ruff + mypy + import contracts (.importlinter)"
 	@echo "make bench   side-by-side benchmark report (QUICK=1 for a smoke run)"
 	@echo "make bench-chat  text-generation benchmark (tokens/s, TTFT, 1/4/8 streams)"
 	@echo "make bench-auth  access-control hot path: p50/p99 now vs BASE (a git ref)"
 	@echo "make bench-options  per-token cost of logprobs, penalties, JSON schema decoding"
 	@echo "make bench-kinds  imagenet, ner, pii: frontend vs direct Triton (QUICK=1 smoke run)"
+	@echo "make bench-jobs  batch jobs: rows/s vs direct Triton, online p99 with a job running"
 
 install: $(STAMP)
 
@@ -57,6 +59,12 @@ models: install
 serve: models
 	$(PY) -m frontend serve --repository model_repository
 
+# A Celery worker for batch jobs, beside `make serve` (same database, storage and Triton);
+# both need INFERGATE_JOBS__BROKER_URL, e.g. redis://127.0.0.1:6379/1. Without a broker
+# `make serve` runs jobs in process and no worker is needed.
+worker: models
+	$(PY) -m frontend worker $(if $(CONCURRENCY),--concurrency $(CONCURRENCY),)
+
 triton: models
 	$(PY) -m export.triton_launcher --repository model_repository
 
@@ -64,6 +72,11 @@ triton: models
 bench: models
 	@dpkg -s libb64-0d >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq libb64-0d)
 	$(PY) -m benchmarks.run $(if $(QUICK),--quick,)
+	$(PY) -m benchmarks.jobs $(if $(QUICK),--quick,)
+
+# Batch jobs: a job's rows/s vs direct Triton, online p99 with and without a job (~8 min).
+bench-jobs: models
+	$(PY) -m benchmarks.jobs $(if $(QUICK),--quick,)
 
 # Text generation: tokens/s and TTFT, frontend vs Triton gRPC, 1/4/8 streams (~3 min).
 # The access-control hot path against the commit before the SQL store, one run.

@@ -4,6 +4,9 @@ python -m frontend serve                      # what `make serve` runs
 python -m frontend serve --workers 4          # several workers: needs INFERGATE_REDIS__URL
                                               # (keys, revocations and limits are shared)
 python -m frontend serve --triton-url host:8001
+python -m frontend serve --job-workers 2        # + 2 Celery job workers (needs a broker:
+                                              # INFERGATE_JOBS__BROKER_URL)
+python -m frontend worker [--concurrency N]   # a Celery job worker (frontend/worker.py)
 python -m frontend db upgrade|downgrade <rev>|current|import-redis   # frontend/db/cli.py
 """
 
@@ -21,8 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from procs.process import start_python, with_parent_death_signal
 from procs.process import stop as stop_process
-from procs.process import with_parent_death_signal
 
 EXAMPLES = """
 infergate is up at http://{host}:{port}  (docs: http://{host}:{port}/docs)
@@ -167,10 +170,42 @@ def _server_options() -> dict[str, Any]:
     return uvicorn_options(Settings().server)
 
 
+def _check_job_workers(count: int) -> None:
+    if count < 0:
+        raise SystemExit("--job-workers must be 0 or more")
+    if count == 0:
+        return
+    from .settings import Settings
+
+    if Settings().jobs.broker_url is None:
+        raise SystemExit("--job-workers needs INFERGATE_JOBS__BROKER_URL (their broker)")
+
+
+def _start_job_workers(count: int) -> list[subprocess.Popen[bytes]]:
+    """`count` Celery job workers beside the frontend, with the environment `serve` has
+    prepared (database URL, Triton URL, repository, metrics directory); each gets the
+    parent-death signal, so none outlives this process."""
+    return [
+        start_python(["-m", "frontend", "worker"], stdout=sys.stdout, stderr=sys.stderr)
+        for _ in range(count)
+    ]
+
+
+def _stop_job_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM (Celery's warm shutdown: running chunks finish), then SIGKILL after 30 s:
+    a chunk cut there comes back when its lease ends."""
+    for worker in workers:
+        if worker.poll() is None:
+            worker.terminate()
+    for worker in workers:
+        stop_process(worker, timeout_s=30)
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     key_hint = _prepare_auth(args.workers)
+    _check_job_workers(args.job_workers)
     _prepare_database()
     triton = None
     if args.triton_url:
@@ -179,12 +214,16 @@ def serve(args: argparse.Namespace) -> int:
         triton = _start_triton(args)
         os.environ["INFERGATE_TRITON__URL"] = f"127.0.0.1:{args.triton_grpc_port}"
     os.environ["INFERGATE_TRITON__MODEL_REPOSITORY"] = args.repository
-    if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        # Must be set before any worker imports prometheus_client.
+    several = args.workers > 1 or args.job_workers > 0
+    if several and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Must be set before any worker imports prometheus_client; the job workers write
+        # into it too, so the frontend's /metrics shows their counts.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="infergate-metrics-")
     print(EXAMPLES.format(host=args.host, port=args.port, key_hint=key_hint), flush=True)
     _sigterm_like_sigint()
+    job_workers: list[subprocess.Popen[bytes]] = []
     try:
+        job_workers = _start_job_workers(args.job_workers)
         uvicorn.run(
             "frontend.app:create_app",
             factory=True,
@@ -197,6 +236,7 @@ def serve(args: argparse.Namespace) -> int:
             **_server_options(),
         )
     finally:
+        _stop_job_workers(job_workers)
         if triton is not None:
             _stop_triton(triton)
     return 0
@@ -230,10 +270,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--triton-grpc-port", type=int, default=8001)
     s.add_argument("--triton-http-port", type=int, default=8003)
     s.add_argument("--triton-metrics-port", type=int, default=8002)
+    s.add_argument(
+        "--job-workers", type=int, default=0, help="Celery job workers to run beside (0: none)"
+    )
     s.set_defaults(func=serve)
     from .db.cli import add_parser as add_db_parser
+    from .worker import add_parser as add_worker_parser
 
     add_db_parser(sub)
+    add_worker_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

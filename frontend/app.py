@@ -17,6 +17,7 @@ from .api import (
     chat,
     embeddings,
     health,
+    jobs,
     keys,
     models,
     predict,
@@ -24,6 +25,7 @@ from .api import (
     usage,
 )
 from .container import ServiceOverrides, services_of
+from .jobs import upload
 from .lifespan import lifespan
 from .middleware.body_guard import BodyGuardMiddleware
 from .middleware.disconnect import DisconnectCancelMiddleware
@@ -85,6 +87,7 @@ def create_app(
         predict,
         embeddings,
         chat,
+        jobs,
         models,
         auth,
         usage,
@@ -121,6 +124,11 @@ def create_app(
                 "X-API-Key",
                 "X-Request-ID",
                 "X-Model-Version",
+                "Idempotency-Key",
+                "Last-Event-ID",
+                "Range",
+                "If-None-Match",
+                "If-Range",
             ],
             expose_headers=[
                 "X-Request-ID",
@@ -131,6 +139,13 @@ def create_app(
                 "X-RateLimit-Limit",
                 "X-RateLimit-Remaining",
                 "X-RateLimit-Reset",
+                "Idempotent-Replayed",
+                "Location",
+                "ETag",
+                "Content-Range",
+                "Content-Disposition",
+                "Retry-After",
+                "X-Job-State",
             ],
         )
     app.add_middleware(DisconnectCancelMiddleware)
@@ -219,13 +234,25 @@ def _document_openai_status(schema: dict) -> None:
 
 
 def _body_cap_of(scope: Scope) -> int | None:
-    """The body guard's way to a request's own cap (a predict request to an image model
-    carries its images: limits.max_image_body_bytes); None: the global cap, also before
-    start-up has built the catalog."""
+    """The body guard's way to a request's own cap (a job submission: its files or its
+    inline rows, upload.body_cap; a predict request to an image model carries its
+    images: limits.max_image_body_bytes); None: the global cap, also before start-up has
+    built the catalog."""
     services = services_of(scope["app"])
     if services is None:
         return None
+    content_type = _header(scope, b"content-type")
+    job_cap = upload.body_cap(scope["method"], scope["path"], content_type, services.settings)
+    if job_cap is not None:
+        return job_cap
     return predict.body_cap(services.catalog, scope["path"], services.settings.limits)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers") or ():
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def _ledger_of(scope: Scope) -> UsageLedger | None:

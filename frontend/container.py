@@ -3,7 +3,9 @@
 `open_services` builds every service in dependency order, registering each one's closing
 as it opens it; starts the background loops only once everything is built; and on the way
 out (or when building fails half-way) undoes it all in reverse: loops stopped and awaited,
-this worker's last counts written, then Redis and Triton closed. Nothing connects at
+the job executor closed (before the database: a chunk cancelled inside `Database.run`
+and then a closed database hang aiosqlite's loop), this worker's last counts written,
+then the database, Redis and Triton closed. Nothing connects at
 import time. The one container hangs on `app.state.services` (`attach`, `services_of`):
 routes never look there, they declare what they need (frontend/deps.py).
 """
@@ -18,6 +20,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import anyio.to_thread
 from starlette.applications import Starlette
 
 from .access import Access
@@ -29,6 +32,13 @@ from .db.audit import AuditLog
 from .db.database import Database
 from .db.startup import open_database
 from .errors import DatabaseUnavailable, StateUnavailable
+from .jobs import executors
+from .jobs.adapters import adapters_for
+from .jobs.context import JobContext, worker_id
+from .jobs.dispatch import Dispatcher
+from .jobs.reconcile import Reconciler
+from .jobs.runner import JobRunner
+from .jobs.service import JobsService
 from .observability.metrics import Metrics
 from .routing.assign import Assigner
 from .routing.router import Router, load_file
@@ -37,11 +47,13 @@ from .services.generation import GenerationService
 from .services.health import ReadinessCache
 from .services.inference import InferenceService
 from .settings import Settings
+from .state.connect import connect_redis
 from .state.counters import BufferedCounters
 from .state.guard import RedisGuard
 from .state.memory import MemoryStore
 from .state.redis_store import RedisStore
 from .state.store import StateStore
+from .storage import LocalStorage, Storage
 from .triton.client import TritonClient
 from .usage.ledger import UsageLedger
 
@@ -73,6 +85,15 @@ class Services:
     access: Access
     generation: GenerationService
     readiness: ReadinessCache
+    # Batch jobs: their files, a second Triton client whose requests carry the batch
+    # priority (own channel), the services over it (no shadow traffic), the executor
+    # the work goes to, the loop that finds lost work again, and the API's service.
+    storage: Storage
+    batch_triton: TritonClient
+    batch_inference: InferenceService
+    dispatcher: Dispatcher
+    reconciler: Reconciler
+    jobs: JobsService
     # True from the end of start-up to the start of shutdown (/health/startup).
     started: bool = False
 
@@ -90,6 +111,13 @@ class ServiceOverrides:
     store: StateStore | None = None
     cache_store: CacheStore | None = None
     readiness: ReadinessCache | None = None
+    # Batch jobs: the batch-priority Triton client (default: one of its own, or the given
+    # `triton` when only that is given), the job files' storage (default:
+    # jobs.storage_dir), and the executor (default: jobs.executor's, over this app's
+    # runner). Closed like what is built.
+    batch_triton: TritonClient | None = None
+    storage: Storage | None = None
+    dispatcher: Dispatcher | None = None
 
 
 async def build_services(
@@ -107,7 +135,7 @@ async def build_services(
         catalog = Catalog.load(settings.triton.model_repository)
     triton = given.triton if given.triton is not None else TritonClient(settings.triton)
     stack.push_async_callback(triton.close)
-    redis = given.redis if given.redis is not None else _connect_redis(settings)
+    redis = given.redis if given.redis is not None else connect_redis(settings)
     guard: RedisGuard | None = None
     store: StateStore
     cache_store: CacheStore
@@ -142,6 +170,30 @@ async def build_services(
     routing_stats = RoutingStats(store, counters)
     access = Access.build(settings, store, database, metrics)
     stack.push_async_callback(access.keys.write_last_used)
+    inference = InferenceService(settings, catalog, triton, cache, router, routing_stats, metrics)
+    batch_triton = _batch_triton(settings, given, stack)
+    batch_inference = InferenceService(
+        settings, catalog, batch_triton, cache, router, routing_stats, metrics, shadow=False
+    )
+    storage = given.storage
+    if storage is None:
+        root, fsync = settings.jobs.storage_dir, settings.jobs.fsync
+        storage = await anyio.to_thread.run_sync(lambda: LocalStorage(root, fsync))
+    # Generation jobs: the online service's quota, over the batch client.
+    batch_generation = GenerationService(
+        catalog, batch_triton, access.quota, settings.generation, metrics
+    )
+    adapters = adapters_for(batch_inference, settings, batch_generation)
+    context = JobContext.for_settings(settings, database, storage, metrics, adapters, worker_id())
+    dispatcher = given.dispatcher or executors.open_executor(
+        settings, JobRunner(context), metrics=metrics
+    )
+    # Closed before the database (pushed after it): see the module docstring.
+    stack.push_async_callback(dispatcher.close)
+    reconciler = Reconciler(database, dispatcher, settings.jobs, metrics, storage=storage)
+    jobs_service = JobsService(
+        settings, database, storage, inference, dispatcher, metrics, tasks=adapters.keys()
+    )
     return Services(
         settings=settings,
         metrics=metrics,
@@ -157,24 +209,47 @@ async def build_services(
         cache=cache,
         router=router,
         routing_stats=routing_stats,
-        inference=InferenceService(
-            settings, catalog, triton, cache, router, routing_stats, metrics
-        ),
+        inference=inference,
         access=access,
         generation=GenerationService(catalog, triton, access.quota, settings.generation, metrics),
         readiness=given.readiness or ReadinessCache(settings.triton.ready_cache_s),
+        storage=storage,
+        batch_triton=batch_triton,
+        batch_inference=batch_inference,
+        dispatcher=dispatcher,
+        reconciler=reconciler,
+        jobs=jobs_service,
     )
 
 
-def start_background(services: Services, stack: AsyncExitStack) -> None:
+def _batch_triton(
+    settings: Settings, given: ServiceOverrides, stack: AsyncExitStack
+) -> TritonClient:
+    if given.batch_triton is not None:
+        client = given.batch_triton
+    elif given.triton is not None:
+        return given.triton  # a test's one fake: closed once, as the online client
+    else:
+        client = TritonClient(settings.triton, priority=settings.jobs.triton_priority)
+    stack.push_async_callback(client.close)
+    return client
+
+
+async def start_background(services: Services, stack: AsyncExitStack) -> None:
     """The loops that keep this worker in step with the others: routing changes polled,
-    shared counters written. Each is stopped (cancelled, and awaited) on `stack`'s exit,
-    before anything it uses is closed."""
+    shared counters written, lost job work found again (and expired jobs swept). Each is
+    stopped (cancelled, and awaited) on `stack`'s exit, before anything it uses is
+    closed. The job executor starts first, then one reconciler pass hands it every
+    queued item (the previous process's queue died with it)."""
+    await services.dispatcher.start()
+    with contextlib.suppress(DatabaseUnavailable):  # the loop's next pass catches up
+        await services.reconciler.start_pass()
     loops: tuple[Coroutine[Any, Any, None], ...] = (
         services.router.watch(),
         services.counters.run(),
         services.ledger.run(),
         _every(5.0, services.access.keys.write_last_used),
+        services.reconciler.run(),
     )
     for loop in loops:
         stack.push_async_callback(_stop, asyncio.create_task(loop))
@@ -188,7 +263,7 @@ async def open_services(
     after it, in reverse order, also when start-up fails half-way."""
     async with AsyncExitStack() as stack:
         services = await build_services(settings, metrics, stack, overrides)
-        start_background(services, stack)
+        await start_background(services, stack)
         yield services
 
 
@@ -200,24 +275,6 @@ def services_of(app: Starlette) -> Services | None:
     """The app's services; None before its start-up has built them."""
     services: Services | None = getattr(app.state, "services", None)
     return services
-
-
-def _connect_redis(settings: Settings) -> Redis | None:
-    if settings.redis.url is None:
-        return None
-    import redis.asyncio as redis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-
-    # No connection yet: the client connects on its first command.
-    return redis.from_url(
-        settings.redis.url.get_secret_value(),
-        socket_timeout=settings.redis.socket_timeout_s,
-        socket_connect_timeout=settings.redis.connect_timeout_s,
-        # One quick retry at most: the guard's deadline bounds every call anyway.
-        retry=Retry(NoBackoff(), 1),
-        max_connections=settings.redis.max_connections,
-    )
 
 
 async def _last_counts(counters: BufferedCounters) -> None:

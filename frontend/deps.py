@@ -22,6 +22,7 @@ from .container import Services, services_of
 from .context import context
 from .db.database import Database
 from .errors import Forbidden, PayloadTooLarge
+from .jobs.service import JobsService
 from .observability.metrics import Metrics
 from .routing.router import Router
 from .routing.stats import RoutingStats
@@ -74,6 +75,7 @@ CacheDep = Annotated[ResultCache, Depends(_part("cache"))]
 InferenceDep = Annotated[InferenceService, Depends(_part("inference"))]
 GenerationDep = Annotated[GenerationService, Depends(_part("generation"))]
 DatabaseDep = Annotated[Database, Depends(_part("database"))]
+JobsDep = Annotated[JobsService, Depends(_part("jobs"))]
 StartedDep = Annotated[bool, Depends(_started)]
 RequestIdDep = Annotated[str, Depends(_request_id)]
 

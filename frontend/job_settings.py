@@ -94,7 +94,10 @@ class JobSettings(BaseModel):
         2.0, gt=0, le=60, description="sending one batch of tasks to the broker"
     )
     retention_s: int = Field(
-        7 * 86_400, ge=60, le=365 * 86_400, description="a job's files and rows after creation"
+        7 * 86_400,
+        ge=60,
+        le=365 * 86_400,
+        description="a job's files and rows, kept this long after it ends",
     )
     sweep_s: float = Field(300.0, gt=0, le=86_400, description="retention sweep interval")
     tmp_max_age_s: float = Field(

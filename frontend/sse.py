@@ -1,6 +1,7 @@
-"""The one SSE helper: `data: <json>` frames, keep-alive comments while waiting, a typed
-`error` event when something fails after the first byte, `data: [DONE]` at the end, and
-a cleanup that runs however the stream ends (finished, failed, client gone).
+"""The one SSE helper: `data: <json>` frames (or named events with ids, `event()`, for
+job progress), keep-alive comments while waiting, a typed `error` event when something
+fails after the first byte, `data: [DONE]` at the end (OpenAI's streams), and a cleanup
+that runs however the stream ends (finished, failed, client gone).
 
 sse-starlette supplies the framing, the pings and the disconnect handling; the
 subclass adds the cleanup, because a generator that never started (the client left
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -38,6 +39,22 @@ def data(payload: Any) -> ServerSentEvent:
     return ServerSentEvent(data=orjson.dumps(payload).decode(), sep=SEP)
 
 
+def event(name: str, payload: Mapping[str, Any], id: int | str | None) -> ServerSentEvent:
+    """A named event (`event: <name>`, `id: <id>`, `data: <json>`): an EventSource sends
+    the last id it saw back as Last-Event-ID when it reconnects."""
+    return ServerSentEvent(
+        data=orjson.dumps(payload).decode(),
+        event=name,
+        id=None if id is None else str(id),
+        sep=SEP,
+    )
+
+
+def error_event(error: InfergateError, request_id: str | None) -> ServerSentEvent:
+    """`event: error` with the usual error envelope as its data."""
+    return ServerSentEvent(data=envelope(error, request_id).decode(), event="error", sep=SEP)
+
+
 def _ping() -> ServerSentEvent:
     return ServerSentEvent(comment="ping", sep=SEP)
 
@@ -52,18 +69,20 @@ async def with_error_event(
             yield frame
     except InfergateError as exc:
         log.warning("stream ended by %s", exc.code)
-        yield ServerSentEvent(data=envelope(exc, request_id).decode(), event="error", sep=SEP)
+        yield error_event(exc, request_id)
     except Exception:  # a bug must still end the stream cleanly, never hang it
         log.exception("stream failed")
-        error = envelope(InfergateError(), request_id).decode()
-        yield ServerSentEvent(data=error, event="error", sep=SEP)
+        yield error_event(InfergateError(), request_id)
     yield ServerSentEvent(data=DONE, sep=SEP)
 
 
 async def _until_stopped(
-    frames: AsyncIterator[ServerSentEvent], stopping: anyio.Event, request_id: Callable[[], Any]
+    frames: AsyncIterator[ServerSentEvent],
+    stopping: anyio.Event,
+    request_id: Callable[[], Any],
+    done_marker: bool,
 ) -> AsyncIterator[ServerSentEvent]:
-    """The frames, unless the server stops first: then an `error` event and [DONE]."""
+    """The frames, unless the server stops first: then an `error` event (and [DONE])."""
     stopped = asyncio.ensure_future(stopping.wait())
     try:
         while True:
@@ -73,10 +92,9 @@ async def _until_stopped(
                 following.cancel()  # ends the generation: its cleanup cancels the gRPC call
                 error = UpstreamUnavailable("the server is shutting down; retry shortly")
                 log.warning("stream ended by the server's shutdown")
-                yield ServerSentEvent(
-                    data=envelope(error, request_id()).decode(), event="error", sep=SEP
-                )
-                yield ServerSentEvent(data=DONE, sep=SEP)
+                yield error_event(error, request_id())
+                if done_marker:
+                    yield ServerSentEvent(data=DONE, sep=SEP)
                 return
             try:
                 frame = following.result()
@@ -94,11 +112,15 @@ class EventStream(EventSourceResponse):
         on_close: Callable[[], Awaitable[None]],
         keepalive_s: float,
         headers: dict[str, str] | None = None,
+        *,
+        done_marker: bool = True,
     ) -> None:
+        """`done_marker=False`: no [DONE] after the shutdown's error event (streams of
+        named events, whose end is their own last event)."""
         stopping = anyio.Event()  # set by sse-starlette on the server's stop signal
         self._request_id: str | None = None
         super().__init__(
-            _until_stopped(frames, stopping, lambda: self._request_id),
+            _until_stopped(frames, stopping, lambda: self._request_id, done_marker),
             ping=keepalive_s,
             sep=SEP,
             ping_message_factory=_ping,

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from ..deps import MetricsDep, ServicesDep, StartedDep
+from ..jobs.executors import executor_kind
 from ..responses import OrjsonResponse
 from ..schemas.health import HealthResponse
 from ..services.health import readiness
@@ -36,7 +37,8 @@ async def startup(started: StartedDep) -> object:
     "/health/ready",
     response_model=HealthResponse,
     responses={503: {"model": HealthResponse}},
-    summary="Triton, each required model and Redis (when configured) are up",
+    summary="Triton, each required model and Redis (when configured) are up; the database "
+    "and the job broker are reported",
 )
 async def ready(services: ServicesDep) -> object:
     settings = services.settings
@@ -50,6 +52,7 @@ async def ready(services: ServicesDep) -> object:
             # Fail-closed: without Redis nothing is served, so take this replica out.
             redis_required=settings.auth.redis_failure_policy == "closed",
             database=services.database,
+            broker=services.dispatcher if executor_kind(settings.jobs) == "celery" else None,
         )
 
     # Unauthenticated and unthrottled: a recent answer is reused (ReadinessCache).

@@ -190,6 +190,9 @@ class ChunkOutcome:
     results_bytes: int
     csv_bytes: int
     errors_bytes: int
+    # Generation jobs: the tokens of the rows answered (the usage ledger's, at the commit).
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)

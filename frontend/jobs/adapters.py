@@ -13,8 +13,8 @@ A refusal that names items (a service's InputInvalid whose details say
 `RowError(model_refused)` and the rest are sent again; each round drops at least one
 row, so it ends. Any other InputInvalid is the job's fault and propagates (fatal).
 
-Text generation is not adapted yet: `adapters_for` has no entry for it, and the runner
-fails such a job with `task_not_supported`.
+Text generation has its own adapter (frontend/jobs/generation_adapter.py: one chat
+completion per row), present when `adapters_for` is given the generation service.
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ from ..schemas.embeddings import EmbeddingRequest
 from ..schemas.entities import EntitiesRequest
 from ..schemas.predict import PredictRequest
 from ..schemas.summaries import SummarizeRequest
+from ..services.generation import GenerationService
 from ..services.inference import InferenceService
 from ..services.model_calls import CLASSIFY, EMBED, SUMMARIES, TOKENS, CallContext
 from ..services.refusals import refused_text
 from ..settings import Settings
+from .generation_adapter import GENERATION, GenerationAdapter
 from .rows import Row, RowError
 
 Prediction = dict[str, Any]
@@ -177,9 +179,14 @@ def _call_context(job: JobRow) -> CallContext:
     return CallContext(job.account, bypass=True, subject=job.subject)
 
 
-def adapters_for(inference: InferenceService, settings: Settings) -> dict[str, TaskAdapter]:
+def adapters_for(
+    inference: InferenceService,
+    settings: Settings,
+    generation: GenerationService | None = None,
+) -> dict[str, TaskAdapter]:
     """The adapters by task. `inference` should be the batch one (its Triton client sends
-    the batch priority, `shadow=False`)."""
+    the batch priority, `shadow=False`); `generation`, over the same client, adds text
+    generation."""
     limits = settings.limits
 
     def predict_route(schema: type[Any]) -> Callable[[JobRow, str], Call]:
@@ -222,4 +229,5 @@ def adapters_for(inference: InferenceService, settings: Settings) -> dict[str, T
             settings, summary, limits.max_summary_items, predict_route(SummarizeRequest)
         ),
         EMBED: ServiceAdapter(settings, ("embedding",), limits.max_batch_items, embed),
+        **({GENERATION: GenerationAdapter(generation, settings)} if generation else {}),
     }

@@ -15,6 +15,7 @@ runs inside one; parsing, serializing and file writes run in threads.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
@@ -30,6 +31,7 @@ from ..errors import InfergateError
 from . import chunk_io, failures
 from .adapters import TaskAdapter
 from .context import JobContext
+from .generation_adapter import tokens_of
 from .outputs import carried_columns, merge
 from .plan import ChunkPlan
 from .rows import Row
@@ -214,9 +216,11 @@ class JobRunner:
                 predictions = await adapter.predict(job, rows, request_id, ctx.in_flight)
         outcomes = merge(items, predictions)
         token, carried = secrets.token_hex(4), carried_columns(job, files)
-        return await anyio.to_thread.run_sync(
+        written = await anyio.to_thread.run_sync(
             chunk_io.write_chunk, ctx.storage, claim, token, outcomes, carried, adapter.csv_values
         )
+        prompt, completion = tokens_of(predictions)
+        return dataclasses.replace(written, prompt_tokens=prompt, completion_tokens=completion)
 
     async def _commit(
         self, job: JobRow, claim: ChunkClaim, outcome: ChunkOutcome, started: float
@@ -231,7 +235,8 @@ class JobRunner:
             if outcome.rows_ok:  # in the commit's transaction: a chunk is counted once
                 minute = int(now) // 60 * 60
                 key = (job.subject, job.account, job.model, job.version, minute)
-                await add_counts(s, {key: (0, outcome.rows_ok, 0, 0, 0, 0)})
+                tokens = (outcome.prompt_tokens, outcome.completion_tokens)
+                await add_counts(s, {key: (0, outcome.rows_ok, *tokens, 0, 0)})
             if result.last:
                 to = "cancelled" if result.state == "cancelling" else "succeeded"
                 await self._transition(s, job.id, to, now)

@@ -263,6 +263,11 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.job_dispatch_failures = Counter(
+            "infergate_job_dispatch_failures",
+            "Batch-job work items the broker did not take (the reconciler sends them again)",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -9,6 +9,10 @@ does not check Host. Each is a few lines in the parser callbacks here:
   is closed at the same deadline, silently; a started head gets 408;
 - body deadline: from the end of the head to the end of the body (stalled uploads), also
   while an early answer (413, 401) lets the rest of the body drain; 408 or a close;
+- upload deadline, for `POST /v1/jobs` only (files of up to 500 MB, which no total of a
+  few seconds allows): a progress deadline instead, at least `upload_min_bytes_per_window`
+  in every `upload_window_s`, and the whole body within `upload_timeout_s`; an upload
+  answered early (413, 401) drains until the next window's end at most;
 - head size: bytes are fed to the parser only up to the cap, so a huge header is never
   buffered (431); field count (431); request target (414); credential values (431);
 - Host: exactly one on HTTP/1.1, at most one on 1.0 (RFC 9112 §3.2): 400;
@@ -44,6 +48,7 @@ from ..settings import ServerSettings
 from .raw import raw_error
 
 _CREDENTIALS = frozenset({b"authorization", b"x-api-key"})
+UPLOAD_PATH = "/v1/jobs"  # the one route whose bodies get the upload deadline
 LINGER_S = 1.0
 # A late event loop can run the head timer before the read of bytes that arrived in
 # time (libuv runs due timers before it polls): a connection that looks idle but whose
@@ -83,6 +88,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refused: InfergateError | None = None
         self._lingering = False
         self._rechecked = False
+        self._upload = False  # this request's body has the upload deadline
+        self._body_bytes = 0  # body bytes since the upload's last window
+        self._upload_ends = 0.0  # loop time by which the upload's whole body must be in
+        self._window_min = 0  # bytes the upload's current window asks for
 
     # --- connection -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -130,7 +139,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if not self._in_head and not self._lingering and not self.transport.is_closing():
             # The head ended in this read, the body did not (a small body usually comes
             # with its head: no timer for those): the rest of the body has a deadline.
-            self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_late)
+            self._start_body_deadline()
 
     # --- parser callbacks -------------------------------------------------------------
     def on_url(self, url: bytes) -> None:
@@ -162,6 +171,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if hosts != 1 and (hosts > 1 or self.parser.get_http_version() == "1.1"):
             self._refuse(BadRequest("exactly one Host header is required"))
         super().on_headers_complete()
+        self._upload = self.scope["method"] == "POST" and self.scope["path"] == UPLOAD_PATH
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -217,6 +231,37 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return bool(poller.poll(0))
         except (AttributeError, OSError, ValueError):
             return False
+
+    def _start_body_deadline(self) -> None:
+        if not self._upload:
+            self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_late)
+            return
+        self._upload_ends = self.loop.time() + self.limits.upload_timeout_s
+        self._body_bytes = 0
+        self._next_window()
+
+    def _next_window(self) -> None:
+        # The last window may be shorter (the whole upload's deadline comes first): it asks
+        # for its share of the bytes only.
+        window = max(min(self.limits.upload_window_s, self._upload_ends - self.loop.time()), 0.0)
+        share = window / self.limits.upload_window_s
+        self._window_min = int(self.limits.upload_min_bytes_per_window * share)
+        self._body_timer = self.loop.call_later(window, self._window_end)
+
+    def _window_end(self) -> None:
+        """An upload's progress check: too little in this window, past the whole upload's
+        deadline, or already answered (the rest would only drain) ends it as the body
+        deadline does."""
+        self._body_timer = None
+        cycle = self.cycle
+        if self.transport.is_closing() or cycle is None:
+            return
+        slow = self._body_bytes < self._window_min
+        if slow or cycle.response_complete or self.loop.time() >= self._upload_ends:
+            self._body_late()
+            return
+        self._body_bytes = 0
+        self._next_window()
 
     def _body_late(self) -> None:
         self._body_timer = None

@@ -24,7 +24,7 @@ from typing import Any
 from ..auth.principal import Principal
 from ..catalog import Catalog
 from ..context import RequestContext
-from ..errors import BadRequest, InfergateError, PromptTooLong, UpstreamError
+from ..errors import BadRequest, InfergateError, PromptTooLong, UpstreamError, VersionNotFound
 from ..observability.metrics import Metrics
 from ..ratelimit.quota import Reservation, TokenQuota
 from ..schemas.chat import (
@@ -170,8 +170,14 @@ class GenerationService:
         self.metrics = metrics
 
     async def chat(
-        self, body: ChatCompletionRequest, principal: Principal, request_id: str
+        self,
+        body: ChatCompletionRequest,
+        principal: Principal,
+        request_id: str,
+        *,
+        version: str | None = None,
     ) -> Generation:
+        """`version`: a batch job's recorded version (None: the model's default)."""
         self._check_prompt_chars(body.prompt_chars())
         requested = body.requested_max_tokens()  # max_completion_tokens, else max_tokens
         alias = body.max_completion_tokens
@@ -194,6 +200,7 @@ class GenerationService:
             principal=principal,
             request_id=request_id,
             id_prefix="chatcmpl",
+            version=version,
         )
 
     async def complete(
@@ -250,10 +257,14 @@ class GenerationService:
         request_id: str,
         id_prefix: str,
         max_tokens_param: str = "max_tokens",
+        version: str | None = None,
     ) -> Generation:
         started = time.monotonic()
         model = self.catalog.get(name, task=TASK)
-        card = model.card(model.default_version)
+        number = int(version) if version else model.default_version
+        if number not in model.cards:  # a job's version retired since it was submitted
+            raise VersionNotFound(f"model {name!r} has no version {number}")
+        card = model.card(number)
         max_tokens = params.max_tokens
         # A card without a bound is bounded by what Triton's INT32 MAX_TOKENS holds.
         limit = min(card.max_completion_tokens or MAX_COMPLETION_TOKENS, MAX_COMPLETION_TOKENS)
@@ -279,7 +290,7 @@ class GenerationService:
             )
         stream = self.triton.generate(
             model.name,
-            str(model.default_version),
+            str(number),
             params,
             prompt=prompt,
             messages=messages,

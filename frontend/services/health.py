@@ -35,9 +35,12 @@ async def readiness(
     redis: Any = None,
     redis_required: bool = False,
     database: Any = None,
+    broker: Any = None,
 ) -> tuple[int, dict[str, Any]]:
     """The database is never required: with it down, held keys keep being served (new
-    credentials get 503), so the replica stays in rotation as "degraded"."""
+    credentials get 503), so the replica stays in rotation as "degraded". Nor is the job
+    broker (`broker`: the Celery dispatcher, when jobs run on Celery): with it down, jobs
+    are still accepted into SQL and the reconciler sends their work once it is back."""
     names = catalog.names()
     required_set = set(required or names)
     checks = {"triton": triton.server_ready()}
@@ -47,6 +50,8 @@ async def readiness(
         checks["redis"] = redis.ping()
     if database is not None:
         checks["database"] = _answered(database.ping())
+    if broker is not None:
+        checks["broker"] = _answered(broker.ping())
     results = await asyncio.gather(*(_timed(c) for c in checks.values()))
     components: dict[str, dict[str, Any]] = {}
     for key, (ok, latency, detail) in zip(checks, results, strict=True):

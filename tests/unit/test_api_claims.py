@@ -37,6 +37,7 @@ from frontend.settings import (
     TritonSettings,
 )
 from procs.ports import free_port
+from procs.wait import wait_for
 
 from .cards import WITH_CHAT, write_cards
 from .test_frontend_errors import ADMIN_KEY, FakeResult, FakeTriton, assert_envelope, over_fake
@@ -614,7 +615,20 @@ def test_head_answers_like_get_on_every_get_route(api):
     services = container.services_of(api.app)
     assert services is not None
     api.portal.call(services.access.keys.write_last_used)
-    values = {"model": "intent", "key_id": own["id"], "user_id": user["id"], "name": "exp"}
+    # A finished job: its routes answer the same twice (a running one's progress moves).
+    job = api.post("/v1/jobs", json={"model": "intent", "inputs": ["hello", "there"]}).json()
+    wait_for(
+        lambda: api.get(f"/v1/jobs/{job['id']}").json()["state"] == "succeeded",
+        "the job finished",
+        30,
+    )
+    values = {
+        "model": "intent",
+        "key_id": own["id"],
+        "user_id": user["id"],
+        "name": "exp",
+        "job_id": job["id"],
+    }
     templates = sorted(set(_get_paths(api.app.routes)))
     assert {
         "/health/live",

@@ -243,6 +243,109 @@ async def test_a_trickled_body_gets_408_at_the_body_deadline(connect):
     envelope_of(conn.transport, 408, "request_timeout")
 
 
+# --- the upload deadline (POST /v1/jobs) --------------------------------------------------
+UPLOAD = {**FAST, "upload_window_s": 0.2, "upload_min_bytes_per_window": 100}
+
+
+def upload_head(length: int, path: str = "/v1/jobs") -> bytes:
+    return f"POST {path} HTTP/1.1\r\nHost: api\r\nContent-Length: {length}\r\n\r\n".encode()
+
+
+async def trickle(conn: Conn, piece: bytes, seconds: float) -> int:
+    """Sends `piece` every 20 ms for `seconds` or until the connection is shut; the bytes
+    sent."""
+    until = time.monotonic() + seconds
+    sent = 0
+    while time.monotonic() < until and not conn.transport.shut.is_set():
+        conn.send(piece)
+        sent += len(piece)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(conn.transport.shut.wait(), 0.02)
+    return sent
+
+
+@in_loop
+async def test_an_upload_that_keeps_its_pace_outlives_the_body_deadline(connect, app):
+    conn = connect(**UPLOAD, upload_timeout_s=30)
+    length = 100_000
+    conn.send(upload_head(length))
+    # Four body deadlines long, 200 bytes per 20 ms: every window gets its 100 bytes.
+    sent = await trickle(conn, b"x" * 200, 0.8)
+    assert not conn.transport.shut.is_set()
+    conn.send(b"x" * (length - sent))
+    await asyncio.wait_for(_until(lambda: b"ok" in conn.transport.written), 5)
+    assert conn.transport.response()[0] == 200
+    assert "http.disconnect" not in app.messages
+
+
+@in_loop
+async def test_an_upload_below_its_pace_gets_408_after_a_window(connect, app):
+    conn = connect(**{**UPLOAD, "upload_min_bytes_per_window": 10_000}, upload_timeout_s=30)
+    conn.send(upload_head(1_000_000))
+    started = time.monotonic()
+    await trickle(conn, b"x" * 10, 5)  # 100 bytes a window: too slow
+    elapsed = time.monotonic() - started
+    envelope_of(conn.transport, 408, "request_timeout")
+    assert 0.15 <= elapsed < 5, elapsed
+    await asyncio.wait_for(_until(lambda: "http.disconnect" in app.messages), 5)
+
+
+@in_loop
+async def test_an_upload_past_its_whole_deadline_gets_408_despite_its_pace(connect):
+    conn = connect(**UPLOAD, upload_timeout_s=0.5)
+    conn.send(upload_head(1_000_000))
+    started = time.monotonic()
+    await trickle(conn, b"x" * 200, 5)
+    elapsed = time.monotonic() - started
+    envelope_of(conn.transport, 408, "request_timeout")
+    assert 0.45 <= elapsed < 5, elapsed
+
+
+@in_loop
+async def test_only_the_upload_route_gets_the_upload_deadline(connect):
+    # Generous upload windows: another path (a job's own routes included) keeps the
+    # body deadline's 0.2 s total however steadily it sends.
+    for path in ("/v1/jobs/abc", "/v1/jobsx", "/v1/x"):
+        conn = connect(**{**UPLOAD, "upload_window_s": 5.0}, upload_timeout_s=30)
+        conn.send(upload_head(1_000_000, path))
+        started = time.monotonic()
+        await trickle(conn, b"x" * 200, 5)
+        envelope_of(conn.transport, 408, "request_timeout")
+        assert time.monotonic() - started < 2, path
+    # The upload route with a query string is still the upload route.
+    conn = connect(**{**UPLOAD, "upload_window_s": 5.0}, upload_timeout_s=30)
+    conn.send(upload_head(1_000_000, "/v1/jobs?x=1"))
+    await trickle(conn, b"x" * 200, 0.6)
+    assert not conn.transport.shut.is_set()
+
+
+@in_loop
+async def test_an_upload_answered_early_drains_a_window_at_most(connect):
+    class EarlyAnswer(Seen):
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 413, "headers": []})
+            await send({"type": "http.response.body", "body": b"no"})
+
+    conn = Conn(EarlyAnswer(), ServerState(), ServerSettings(**UPLOAD, upload_timeout_s=30))
+    conn.send(upload_head(100_000_000))
+    await asyncio.wait_for(_until(lambda: b"no" in conn.transport.written), 5)
+    started = time.monotonic()
+    await trickle(conn, b"x" * 4096, 5)  # fast, but nobody reads it any more
+    assert conn.transport.closed.is_set()
+    assert time.monotonic() - started < 2
+
+
+def test_upload_deadline_defaults_close_a_crawl_below_4_kib_per_second():
+    s = ServerSettings()
+    assert (s.upload_window_s, s.upload_min_bytes_per_window, s.upload_timeout_s) == (
+        15.0,
+        65_536,
+        3600.0,
+    )
+    assert s.upload_min_bytes_per_window / s.upload_window_s >= 4096
+    assert s.header_timeout_s + s.upload_window_s < 30  # a stalled upload: closed < 30 s
+
+
 @in_loop
 async def test_expect_100_continue_still_works(connect, app):
     conn = connect()

@@ -51,7 +51,9 @@ class Stack:
         redis_url: str | None = None,
         workers: int = 1,
         env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
+        """`args`: more of serve's options (e.g. `--job-workers 2`)."""
         self.database_url = database_url
         self.port = free_port()
         tmp.mkdir(parents=True, exist_ok=True)
@@ -72,7 +74,7 @@ class Stack:
             variables["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
         cmd = [sys.executable, "-m", "frontend", "serve", "--port", str(self.port)]
         cmd += ["--workers", str(workers), "--triton-url", triton.grpc_url]
-        cmd += ["--repository", str(repository)]
+        cmd += ["--repository", str(repository), *args]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 # Its own session (for killpg), and SIGTERM should this test process die.

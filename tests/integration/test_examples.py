@@ -78,7 +78,8 @@ def test_curl_examples_printed_by_serve_work(frontend):
     readme = (
         (ROOT / "README.md").read_text().replace("127.0.0.1:8000", f"127.0.0.1:{frontend.port}")
     )
-    readme = readme.replace(walkthrough(readme), "")  # a script, run by the test below
+    # Scripts, each run by a test below.
+    readme = readme.replace(walkthrough(readme), "").replace(batch_example(readme), "")
     text = (printed + "\n" + readme).replace("\\\n", " ")
     commands = [line.strip() for line in text.splitlines() if line.strip().startswith("curl ")]
     assert len(commands) >= 15
@@ -105,6 +106,45 @@ def test_curl_examples_printed_by_serve_work(frontend):
 def walkthrough(readme: str) -> str:
     section = readme.split("### Authenticate and check your usage", 1)[1]
     return section.split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+def batch_example(readme: str) -> str:
+    section = readme.split("### Run a batch job", 1)[1]
+    return section.split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_batch_job_example_works_as_written(frontend):
+    """Submit, follow the events to the end, download the results as CSV: the CSV's
+    labels are the predict route's for the same texts."""
+    import csv
+    import io
+
+    import httpx
+
+    readme = (
+        (ROOT / "README.md").read_text().replace("127.0.0.1:8000", f"127.0.0.1:{frontend.port}")
+    )
+    env = {**os.environ, "IG_ADMIN_KEY": ADMIN_KEY}
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", batch_example(readme)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "event: done" in out and '"state":"succeeded"' in out.replace(" ", "")
+    table = list(csv.DictReader(io.StringIO(out[out.rindex("\nrow,") + 1 :])))
+    texts = ["What a wonderful film!", "Dull and far too long."]
+    sync = httpx.post(
+        f"{frontend.url}/v1/models/sentiment/predict",
+        headers={"X-API-Key": ADMIN_KEY},
+        json={"inputs": texts},
+        timeout=60,
+    ).json()["predictions"]
+    assert [row["row"] for row in table] == ["1", "2"]
+    assert [row["label"] for row in table] == [p["label"] for p in sync]
 
 
 def test_readme_auth_walkthrough_works_as_written(frontend):

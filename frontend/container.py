@@ -36,6 +36,7 @@ from .jobs import executors
 from .jobs.adapters import adapters_for
 from .jobs.context import JobContext, worker_id
 from .jobs.dispatch import Dispatcher
+from .jobs.pacing import CONTENDED_HOLD_S
 from .jobs.reconcile import Reconciler
 from .jobs.runner import JobRunner
 from .jobs.service import JobsService
@@ -184,7 +185,15 @@ async def build_services(
         catalog, batch_triton, access.quota, settings.generation, metrics
     )
     adapters = adapters_for(batch_inference, settings, batch_generation)
-    context = JobContext.for_settings(settings, database, storage, metrics, adapters, worker_id())
+    context = JobContext.for_settings(
+        settings,
+        database,
+        storage,
+        metrics,
+        adapters,
+        worker_id(),
+        online=lambda: inference.called_within(CONTENDED_HOLD_S),
+    )
     dispatcher = given.dispatcher or executors.open_executor(
         settings, JobRunner(context), metrics=metrics
     )

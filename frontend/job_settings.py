@@ -63,6 +63,20 @@ class JobSettings(BaseModel):
         description="Triton requests at once per worker process (keeps an instance free "
         "for online traffic: priority does not pre-empt an executing batch)",
     )
+    yield_factor: float = Field(
+        3.0,
+        ge=0,
+        le=100,
+        description="after a job request slowed by online traffic, this process's job "
+        "requests pause for this many times its duration (0: never)",
+    )
+    contention_ratio: float = Field(
+        1.5,
+        gt=1,
+        le=100,
+        description="a job request this many times its usual cost per character is "
+        "slowed by online traffic",
+    )
     triton_priority: int = Field(
         2, ge=0, le=10, description="Triton priority level of batch requests (online is 1)"
     )

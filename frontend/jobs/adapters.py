@@ -35,6 +35,7 @@ from ..services.model_calls import CLASSIFY, EMBED, SUMMARIES, TOKENS, CallConte
 from ..services.refusals import refused_text
 from ..settings import Settings
 from .generation_adapter import GENERATION, GenerationAdapter
+from .pacing import Pacer
 from .rows import Row, RowError
 
 Prediction = dict[str, Any]
@@ -50,7 +51,7 @@ class TaskAdapter(Protocol):
     max_rows: int  # rows per chunk at most (planning: min(jobs.chunk_rows, this))
 
     async def predict(
-        self, job: JobRow, rows: Sequence[Row], request_id: str, in_flight: asyncio.Semaphore
+        self, job: JobRow, rows: Sequence[Row], request_id: str, in_flight: Pacer
     ) -> list[Prediction | RowError]: ...
 
     def csv_values(self, prediction: Prediction) -> list[Any]: ...
@@ -99,14 +100,14 @@ def sub_batches(rows: Sequence[Row], batch_rows: int, max_chars: int) -> list[li
 
 
 async def _one_batch(
-    rows: list[Row], call: Call, in_flight: asyncio.Semaphore
+    rows: list[Row], call: Call, in_flight: Pacer, full: bool
 ) -> list[Prediction | RowError]:
     out: dict[int, Prediction | RowError] = {}
     left = list(range(len(rows)))
     while left:
         texts = [rows[i].text for i in left]
         try:
-            async with in_flight:
+            async with in_flight.slot(sum(map(len, texts)), full=full and len(left) == len(rows)):
                 predictions = await call(texts)
         except InputInvalid as exc:
             refused = refused_items(exc, texts)
@@ -129,14 +130,34 @@ async def predict_in_batches(
     *,
     batch_rows: int,
     max_chars: int,
-    in_flight: asyncio.Semaphore,
+    in_flight: Pacer,
 ) -> list[Prediction | RowError]:
-    """Every row's prediction (or refusal), in row order. Sub-batches run concurrently,
-    as many at once as `in_flight` lets through."""
-    batches = sub_batches(rows, batch_rows, max_chars)
-    tasks = [asyncio.ensure_future(_one_batch(b, call, in_flight)) for b in batches]
+    """Every row's prediction (or refusal), in row order. Sub-batches of consecutive rows
+    run concurrently, as many at once as `in_flight` lets through; each is cut when it
+    starts, at the size the pacer gives (`batch_rows`, or fewer rows while online traffic
+    is there: a short batch holds an instance for less time)."""
+    out: list[Prediction | RowError | None] = [None] * len(rows)
+    position = 0
+
+    def take() -> tuple[int, list[Row]] | None:
+        nonlocal position
+        if position >= len(rows):
+            return None
+        size = in_flight.batch_rows(batch_rows)
+        batch = sub_batches(rows[position : position + size], size, max_chars)[0]
+        start, position = position, position + len(batch)
+        return start, batch
+
+    async def worker() -> None:
+        while (taken := take()) is not None:
+            start, batch = taken
+            done = await _one_batch(batch, call, in_flight, full=len(batch) == batch_rows)
+            out[start : start + len(batch)] = done
+
+    needed = -(-len(rows) // max(batch_rows, 1))
+    tasks = [asyncio.ensure_future(worker()) for _ in range(min(in_flight.limit, needed))]
     try:
-        done = await asyncio.gather(*tasks)
+        await asyncio.gather(*tasks)
     except BaseException:
         # The first failure decides the chunk: the other sub-batches stop (gather alone
         # would leave them running, holding in-flight slots for nothing).
@@ -144,7 +165,8 @@ async def predict_in_batches(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-    return [item for batch in done for item in batch]
+    assert all(item is not None for item in out)
+    return [item for item in out if item is not None]
 
 
 class ServiceAdapter:
@@ -161,7 +183,7 @@ class ServiceAdapter:
         self._settings, self._request = settings, request
 
     async def predict(
-        self, job: JobRow, rows: Sequence[Row], request_id: str, in_flight: asyncio.Semaphore
+        self, job: JobRow, rows: Sequence[Row], request_id: str, in_flight: Pacer
     ) -> list[Prediction | RowError]:
         return await predict_in_batches(
             rows,

@@ -27,6 +27,7 @@ from ..schemas.chat import ChatCompletionRequest
 from ..services.generation import GenerationService
 from ..services.openai_shapes import chat_completion
 from ..settings import Settings
+from .pacing import Pacer
 from .rows import Row, RowError
 
 GENERATION: Final = "text-generation"
@@ -84,7 +85,7 @@ class GenerationAdapter:
         self._rows_at_once = asyncio.Semaphore(settings.jobs.generation_rows_in_flight)
 
     async def predict(
-        self, job: JobRow, rows: Sequence[Row], request_id: str, in_flight: asyncio.Semaphore
+        self, job: JobRow, rows: Sequence[Row], request_id: str, in_flight: Pacer
     ) -> list[Prediction | RowError]:
         """`in_flight` bounds the dynamic-batching models' requests; generation has its
         own bound (see the module docstring)."""

@@ -121,6 +121,12 @@ class ModelCalls:
         self.router = router
         self.stats = stats
         self.metrics = metrics
+        # When a request last came through (time.monotonic): the in-process job executor
+        # yields to the online service's traffic (frontend/jobs/pacing.py).
+        self.last_call_at = float("-inf")
+
+    def called_within(self, seconds: float) -> bool:
+        return time.monotonic() - self.last_call_at < seconds
 
     def observe(
         self, model: str, decision: Decision, seconds: float, labels: list[str] | None
@@ -159,6 +165,7 @@ class ModelCalls:
     def route(
         self, name: str, task: str, requested_version: str | None, call: CallContext
     ) -> Routed:
+        self.last_call_at = time.monotonic()
         model = self.model_for(name, task)
         decision = self.router.route(model, requested_version, call.subject)
         return Routed(model.name, decision, model.card(decision.version))

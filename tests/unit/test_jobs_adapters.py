@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from frontend.container import services_of
 from frontend.db.jobs import JobRow
 from frontend.jobs.adapters import adapters_for
+from frontend.jobs.pacing import Pacer
 from frontend.jobs.rows import Row, RowError
 from frontend.services.inference import InferenceService
 
@@ -58,7 +59,7 @@ def predict(api: TestClient, the_job: JobRow, texts: list[str]) -> list[Any]:
     rows = [Row(i + 1, text, {}) for i, text in enumerate(texts)]
 
     async def go() -> list[Any]:
-        return await adapter.predict(the_job, rows, "job_1-0", asyncio.Semaphore(1))
+        return await adapter.predict(the_job, rows, "job_1-0", Pacer(1))
 
     assert api.portal is not None
     return api.portal.call(go)
@@ -119,7 +120,7 @@ def test_the_batch_service_mirrors_nothing_to_a_shadow_version(api, fake):
 
     async def go(inference: InferenceService) -> None:
         adapter = adapters_for(inference, services.settings)["text-classification"]
-        await adapter.predict(the_job, rows, "job_1-0", asyncio.Semaphore(1))
+        await adapter.predict(the_job, rows, "job_1-0", Pacer(1))
         await asyncio.gather(*inference._shadow_tasks)
 
     api.portal.call(go, batch)

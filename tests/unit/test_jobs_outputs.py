@@ -26,6 +26,7 @@ from frontend.jobs.outputs import (
     header_key,
     merge,
 )
+from frontend.jobs.pacing import Pacer
 from frontend.jobs.rows import Row, RowError
 
 
@@ -173,7 +174,7 @@ def test_refused_rows_become_row_errors_and_the_rest_is_sent_again() -> None:
     async def go() -> list[Any]:
         given = rows("ok1", "bad1", "ok2", "bad2", "ok3")
         return await predict_in_batches(
-            given, call, batch_rows=10, max_chars=100, in_flight=asyncio.Semaphore(1)
+            given, call, batch_rows=10, max_chars=100, in_flight=Pacer(1)
         )
 
     assert asyncio.run(go()) == [
@@ -198,7 +199,7 @@ def test_a_failing_sub_batch_stops_the_others() -> None:
 
     async def go() -> None:
         await predict_in_batches(
-            rows("a", "b"), call, batch_rows=1, max_chars=100, in_flight=asyncio.Semaphore(2)
+            rows("a", "b"), call, batch_rows=1, max_chars=100, in_flight=Pacer(2)
         )
 
     with pytest.raises(Overloaded):
@@ -211,9 +212,7 @@ def test_a_refusal_that_names_no_item_propagates() -> None:
         raise InputInvalid("top_k: must be at most 3")
 
     async def go() -> None:
-        await predict_in_batches(
-            rows("a"), call, batch_rows=1, max_chars=100, in_flight=asyncio.Semaphore(1)
-        )
+        await predict_in_batches(rows("a"), call, batch_rows=1, max_chars=100, in_flight=Pacer(1))
 
     with pytest.raises(InputInvalid, match="top_k"):
         asyncio.run(go())

@@ -68,7 +68,7 @@ worker: models
 triton: models
 	$(PY) -m export.triton_launcher --repository model_repository
 
-# Benchmarks are not tests: `make bench` (about 14 minutes here) or `make bench QUICK=1`.
+# Benchmarks are not tests: `make bench` (about 35 minutes here) or `make bench QUICK=1`.
 bench: models
 	@dpkg -s libb64-0d >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq libb64-0d)
 	$(PY) -m benchmarks.run $(if $(QUICK),--quick,)

@@ -176,8 +176,8 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "direct_all_out_rows_per_s": round(all_out, 1),
         "job_vs_direct": round(job / direct, 3),
         "job_vs_all_out": round(job / all_out, 3),
-        "online_p99_ms_alone": alone,
-        "online_p99_ms_with_job": loaded,
+        "online_p99_ms_alone": round(alone, 1),
+        "online_p99_ms_with_job": round(loaded, 1),
         "online_p99_ratio": round(loaded / alone, 3),
         "goals": {"job_vs_direct_at_least": 0.9, "online_p99_ratio_at_most": 1.5},
     }

@@ -64,7 +64,7 @@ class JobSettings(BaseModel):
         "for online traffic: priority does not pre-empt an executing batch)",
     )
     yield_factor: float = Field(
-        3.0,
+        50.0,
         ge=0,
         le=100,
         description="after a job request slowed by online traffic, this process's job "

@@ -9,11 +9,12 @@ a job running at full speed takes its share of them however it is queued.
 Online traffic shows in the job's own requests: waiting behind online requests at the
 higher priority level, and on CPUs the online batches use, each job request takes longer
 per character of text than it does alone. So each request's seconds per character are
-kept for the last WINDOW requests, and the smallest of them is the cost alone. A request
-that took more than `contention_ratio` times that means the model is busy with others:
-this process's job requests then pause for `yield_factor` times the request's duration
-(the slot held, so no other chunk of the process sends meanwhile), which leaves the
-model to online traffic for most of the time it is busy. Alone, a job never pauses.
+kept for the last WINDOW requests, and the smallest of them is the cost alone. Two
+requests in a row that took more than `contention_ratio` times that mean the model is
+busy with others: this process's job requests then pause for `yield_factor` times the
+request's duration, at most CONTENDED_HOLD_S (the slot held, so no other chunk of the
+process sends meanwhile), which leaves the model to online traffic for most of the time
+it is busy. Alone, a job never pauses.
 
 Per character, not per request: a batch of long texts costs more than one of short
 ones, and that is not contention. Only full batches (`batch_rows` rows) are measured: a
@@ -21,9 +22,9 @@ short batch costs more per character, by its fixed overhead.
 
 Inside the frontend (the in-process executor) online traffic is also known directly:
 `online()` says whether an online request came through the frontend's services within
-CONTENDED_HOLD_S, and while it does the job is contended whatever its own timings say
-(at half the machine's capacity, online requests barely slow a job's batch, yet wait
-behind it).
+CONTENDED_HOLD_S; the job is contended exactly while it does, and its own timings are not
+used (at half the machine's capacity, online requests barely slow a job's batch, yet a
+job's batch slows them: measured in benchmarks/jobs.py).
 
 While online traffic is there (for CONTENDED_HOLD_S after a slowed full batch), batches
 are also cut to a quarter of `batch_rows` (each then pauses the same way): an online
@@ -43,6 +44,7 @@ WINDOW = 64  # full batches the cost alone is the smallest of
 MIN_SAMPLES = 8  # full batches seen before any pause (the cost alone is not known before)
 CONTENDED_HOLD_S = 2.0  # short batches, each pausing, this long after a slowed one
 SHORT_DIVISOR = 4  # a short batch: batch_rows / this (at least 1 row)
+SLOWED_IN_A_ROW = 2  # slowed full batches in a row that mean contention
 
 
 class Pacer:
@@ -66,6 +68,7 @@ class Pacer:
         self._costs: deque[float] = deque(maxlen=WINDOW)
         self._contended_until = float("-inf")
         self._online = online
+        self._slowed = 0  # full batches in a row slower than the ratio
         self.pauses = 0  # for tests and logs
         self.paused_s = 0.0
 
@@ -91,15 +94,20 @@ class Pacer:
             yield  # an error in the request skips the pacing: nothing was measured
             seconds = self._clock() - started
             pause = self._short_pause(seconds)
-            if full and not self.contended:  # measured only alone: the cost alone
-                pause = self.pause_after(seconds, chars)
+            if full and not self.contended and self._online is None:
+                pause = self.pause_after(seconds, chars)  # measured alone: the cost alone
             if pause > 0:
                 self.pauses += 1
                 self.paused_s += pause
                 await self._sleep(pause)
 
     def _short_pause(self, seconds: float) -> float:
-        return self._yield_factor * seconds if self.contended else 0.0
+        return self._capped(seconds) if self.contended else 0.0
+
+    def _capped(self, seconds: float) -> float:
+        # At most the hold: a long batch's pause ends when the hold would, and the job
+        # looks again (after a 130 ms batch, 50 x would be 6.5 s).
+        return min(self._yield_factor * seconds, CONTENDED_HOLD_S)
 
     def pause_after(self, seconds: float, chars: int) -> float:
         """How long to pause after a full batch of `chars` characters took `seconds`."""
@@ -107,8 +115,12 @@ class Pacer:
         self._costs.append(cost)
         if self._yield_factor <= 0 or len(self._costs) < MIN_SAMPLES:
             return 0.0
-        if cost > self._ratio * min(self._costs):
-            self._contended_until = self._clock() + CONTENDED_HOLD_S
-            return self._yield_factor * seconds
-        self._contended_until = float("-inf")  # a full batch at the usual cost: alone
-        return 0.0
+        if cost <= self._ratio * min(self._costs):
+            self._slowed = 0
+            self._contended_until = float("-inf")  # a full batch at the usual cost: alone
+            return 0.0
+        self._slowed += 1
+        if self._slowed < SLOWED_IN_A_ROW:  # one slow batch may be noise (a long GC, say)
+            return 0.0
+        self._contended_until = self._clock() + CONTENDED_HOLD_S
+        return self._capped(seconds)

@@ -112,7 +112,7 @@ class JobsService:
                 param="model",
             )
         scopes.require(caller, route=task_route(task), model=served.name)
-        routed = self.inference.route(served.name, task, fields.version, call)
+        routed = self.inference.resolve(served.name, task, fields.version, call)
         check_parameters(task, fields.parameters, routed.card, self.settings.limits)
         return Resolved(fields, task, routed.version, dict(routed.decision.headers))
 

@@ -166,6 +166,13 @@ class ModelCalls:
         self, name: str, task: str, requested_version: str | None, call: CallContext
     ) -> Routed:
         self.last_call_at = time.monotonic()
+        return self.resolve(name, task, requested_version, call)
+
+    def resolve(
+        self, name: str, task: str, requested_version: str | None, call: CallContext
+    ) -> Routed:
+        """What `route` gives, for a call that is not one itself (a job's submission
+        resolves its version once; its rows are not online traffic)."""
         model = self.model_for(name, task)
         decision = self.router.route(model, requested_version, call.subject)
         return Routed(model.name, decision, model.card(decision.version))

@@ -41,7 +41,7 @@ DEFAULTS = {
     "generation_rows_in_flight": 2,
     "triton_batch_rows": 32,
     "triton_requests_in_flight": 1,
-    "yield_factor": 3.0,
+    "yield_factor": 50.0,
     "contention_ratio": 1.5,
     "triton_priority": 2,
     "chunks_in_flight_per_job": 4,

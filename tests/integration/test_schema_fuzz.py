@@ -25,6 +25,8 @@ SEMANTIC_422 = {
     "GET /v1/admin/routing/{model}/history",
     "GET /v1/admin/usage",
     "GET /v1/usage",
+    "GET /v1/jobs",
+    "GET /v1/admin/jobs",
     # Scopes must name served models; an owner has at most 20 live keys (the fuzzer makes
     # more); tiers must be configured ones.
     "POST /v1/admin/keys",
@@ -44,6 +46,10 @@ SEMANTIC_422 = {
     # tests/unit/test_predict_tasks.py).
     "POST /v1/models/{model}/predict",
     "POST /v1/models/{model}/versions/{version}/predict",
+    # A job's parameters are its model's task's (checked as that task's route checks them:
+    # tests/unit/test_jobs_api.py, test_jobs_generation.py), and its rows must hold the
+    # text field.
+    "POST /v1/jobs",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from fastapi import FastAPI
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Scope
 
@@ -241,18 +242,12 @@ def _body_cap_of(scope: Scope) -> int | None:
     services = services_of(scope["app"])
     if services is None:
         return None
-    content_type = _header(scope, b"content-type")
-    job_cap = upload.body_cap(scope["method"], scope["path"], content_type, services.settings)
-    if job_cap is not None:
-        return job_cap
+    if scope["path"] == upload.JOBS_PATH:  # the headers are read for that path only
+        content_type = Headers(scope=scope).get("content-type")
+        job_cap = upload.body_cap(scope["method"], scope["path"], content_type, services.settings)
+        if job_cap is not None:
+            return job_cap
     return predict.body_cap(services.catalog, scope["path"], services.settings.limits)
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers") or ():
-        if key.lower() == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 def _ledger_of(scope: Scope) -> UsageLedger | None:

@@ -47,8 +47,6 @@ from .parameters import check_parameters, form_fields, task_route
 from .retention import job_prefix
 from .upload import FieldsOk, StoredFile
 
-JOBS_PATH = "/v1/jobs"
-
 
 def new_job_id() -> str:
     """`job_` and 26 base32 characters of 16 random bytes."""
@@ -132,7 +130,7 @@ class JobsService:
                 [{"loc": ["body", "inputs"], "msg": f"at most {cap} rows"}],
                 param="inputs",
             )
-        digest = idempotency.json_hash(body.model_dump(mode="json"), JOBS_PATH)
+        digest = idempotency.json_hash(body.model_dump(mode="json"), upload.JOBS_PATH)
         claim = await self._claim(caller, key, digest)
         if claim is not None and claim.outcome == "replay":
             return await self._replay(caller, claim)

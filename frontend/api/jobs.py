@@ -46,9 +46,7 @@ def render(job: JobRow, files: Sequence[JobFileRow]) -> dict[str, Any]:
     """The JobResponse of a job (design §6)."""
     total, done, failed = job.rows_total, job.rows_done, job.rows_failed
     rate = job.rate_rows_per_s
-    eta = None
-    if total is not None and rate and not job.terminal:
-        eta = max(0.0, (total - done - failed) / rate)
+    eta = None if job.terminal else events.eta_s(job)
     percent = None
     if total is not None:
         percent = 100.0 if total == 0 else round(100.0 * (done + failed) / total, 2)

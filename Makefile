@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install models serve worker triton test test-unit lint bench bench-auth bench-chat bench-options bench-kinds bench-jobs clean
+.PHONY: help install models serve worker triton test test-unit lint bench bench-auth bench-chat bench-options bench-kinds bench-jobs bench-notify clean
 
 help:
 	@echo "make serve   install, build the model repository (cached), run the stack"
@@ -31,6 +31,7 @@ help:
 	@echo "make bench-options  per-token cost of logprobs, penalties, JSON schema decoding"
 	@echo "make bench-kinds  imagenet, ner, pii: frontend vs direct Triton (QUICK=1 smoke run)"
 	@echo "make bench-jobs  batch jobs: rows/s vs direct Triton, online p99 with a job running"
+	@echo "make bench-notify  job webhooks: state change -> receiver p50/p99, in process vs notifier"
 
 install: $(STAMP)
 
@@ -73,10 +74,16 @@ bench: models
 	@dpkg -s libb64-0d >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq libb64-0d)
 	$(PY) -m benchmarks.run $(if $(QUICK),--quick,)
 	$(PY) -m benchmarks.jobs $(if $(QUICK),--quick,)
+	$(PY) -m benchmarks.notify $(if $(QUICK),--quick,)
 
 # Batch jobs: a job's rows/s vs direct Triton, online p99 with and without a job (~8 min).
 bench-jobs: models
 	$(PY) -m benchmarks.jobs $(if $(QUICK),--quick,)
+
+# Job notifications: state change -> webhook receiver, p50/p99 over 200 events, the
+# in-process dispatcher vs `python -m frontend notifier`, interleaved (~2 min).
+bench-notify: models
+	$(PY) -m benchmarks.notify $(if $(QUICK),--quick,)
 
 # Text generation: tokens/s and TTFT, frontend vs Triton gRPC, 1/4/8 streams (~3 min).
 # The access-control hot path against the commit before the SQL store, one run.

@@ -7,6 +7,7 @@ python -m frontend serve --triton-url host:8001
 python -m frontend serve --job-workers 2        # + 2 Celery job workers (needs a broker:
                                               # INFERGATE_JOBS__BROKER_URL)
 python -m frontend worker [--concurrency N]   # a Celery job worker (frontend/worker.py)
+python -m frontend notifier                   # the notification outbox's dispatcher alone
 python -m frontend db upgrade|downgrade <rev>|current|import-redis   # frontend/db/cli.py
 """
 
@@ -275,10 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     s.set_defaults(func=serve)
     from .db.cli import add_parser as add_db_parser
+    from .notifier import add_parser as add_notifier_parser
     from .worker import add_parser as add_worker_parser
 
     add_db_parser(sub)
     add_worker_parser(sub)
+    add_notifier_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -16,6 +16,7 @@ from .api import (
     auth,
     cache_admin,
     chat,
+    email,
     embeddings,
     health,
     jobs,
@@ -24,6 +25,7 @@ from .api import (
     predict,
     routing_admin,
     usage,
+    webhooks,
 )
 from .container import ServiceOverrides, services_of
 from .jobs import upload
@@ -89,6 +91,8 @@ def create_app(
         embeddings,
         chat,
         jobs,
+        webhooks,
+        email,
         models,
         auth,
         usage,

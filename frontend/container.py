@@ -40,6 +40,10 @@ from .jobs.pacing import CONTENDED_HOLD_S
 from .jobs.reconcile import Reconciler
 from .jobs.runner import JobRunner
 from .jobs.service import JobsService
+from .notify.build import build_notify
+from .notify.dispatcher import Notifier
+from .notify.service import NotificationsService
+from .notify.ssrf import Resolver
 from .observability.metrics import Metrics
 from .routing.assign import Assigner
 from .routing.router import Router, load_file
@@ -95,6 +99,10 @@ class Services:
     dispatcher: Dispatcher
     reconciler: Reconciler
     jobs: JobsService
+    # Notifications: webhooks and e-mail (the routes' service) and the outbox dispatcher
+    # (run here unless notify.dispatcher is off).
+    notifications: NotificationsService
+    notifier: Notifier
     # True from the end of start-up to the start of shutdown (/health/startup).
     started: bool = False
 
@@ -119,6 +127,8 @@ class ServiceOverrides:
     batch_triton: TritonClient | None = None
     storage: Storage | None = None
     dispatcher: Dispatcher | None = None
+    # Notifications: the resolver of webhook hosts (default: notify.hosts, then DNS).
+    resolver: Resolver | None = None
 
 
 async def build_services(
@@ -200,8 +210,18 @@ async def build_services(
     # Closed before the database (pushed after it): see the module docstring.
     stack.push_async_callback(dispatcher.close)
     reconciler = Reconciler(database, dispatcher, settings.jobs, metrics, storage=storage)
+    notify = build_notify(settings, database, metrics, worker_id(), resolver=given.resolver)
+    stack.push_async_callback(notify.client.aclose)
+    database.on_commit(notify.notifier.wake)
     jobs_service = JobsService(
-        settings, database, storage, inference, dispatcher, metrics, tasks=adapters.keys()
+        settings,
+        database,
+        storage,
+        inference,
+        dispatcher,
+        metrics,
+        tasks=adapters.keys(),
+        notifications=notify.service,
     )
     return Services(
         settings=settings,
@@ -228,6 +248,8 @@ async def build_services(
         dispatcher=dispatcher,
         reconciler=reconciler,
         jobs=jobs_service,
+        notifications=notify.service,
+        notifier=notify.notifier,
     )
 
 
@@ -260,6 +282,8 @@ async def start_background(services: Services, stack: AsyncExitStack) -> None:
         _every(5.0, services.access.keys.write_last_used),
         services.reconciler.run(),
     )
+    if services.settings.notify.dispatcher == "on":
+        loops = (*loops, services.notifier.run())
     for loop in loops:
         stack.push_async_callback(_stop, asyncio.create_task(loop))
 

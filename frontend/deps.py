@@ -23,6 +23,7 @@ from .context import context
 from .db.database import Database
 from .errors import Forbidden, PayloadTooLarge
 from .jobs.service import JobsService
+from .notify.service import NotificationsService
 from .observability.metrics import Metrics
 from .routing.router import Router
 from .routing.stats import RoutingStats
@@ -76,6 +77,7 @@ InferenceDep = Annotated[InferenceService, Depends(_part("inference"))]
 GenerationDep = Annotated[GenerationService, Depends(_part("generation"))]
 DatabaseDep = Annotated[Database, Depends(_part("database"))]
 JobsDep = Annotated[JobsService, Depends(_part("jobs"))]
+NotificationsDep = Annotated[NotificationsService, Depends(_part("notifications"))]
 StartedDep = Annotated[bool, Depends(_started)]
 RequestIdDep = Annotated[str, Depends(_request_id)]
 

@@ -294,6 +294,12 @@ class UpstreamUnavailable(InfergateError):
     status, code, retry_after = 503, "upstream_unavailable", 1
 
 
+class MailUnavailable(UpstreamUnavailable):
+    """E-mail is not configured, or the SMTP server did not take the message."""
+
+    code, retry_after = "email_unavailable", 30
+
+
 class Overloaded(UpstreamUnavailable):
     code = "overloaded"
 

@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .job_settings import JobSettings
+from .notify_settings import NotifySettings
 
 # Secrets that were ever published (this project's old development default among them)
 # or that people type when asked for one. A start with one of these warns loudly; prod
@@ -429,6 +430,7 @@ class Settings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
 
     _secret_generated: bool = PrivateAttr(default=False)
 

@@ -18,6 +18,12 @@ from frontend.settings import DatabaseSettings
 ACCOUNT_TABLES = {"users", "api_keys", "audit_log"}
 ROUTING_USAGE_TABLES = {"routing", "routing_history", "usage_ledger"}
 JOB_TABLES = {"jobs", "job_files", "job_chunks", "job_accounts", "idempotency_keys"}
+NOTIFY_TABLES = {
+    "webhooks",
+    "notification_events",
+    "notification_deliveries",
+    "notification_attempts",
+}
 
 
 def engine(url: str) -> AsyncEngine:

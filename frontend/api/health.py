@@ -53,6 +53,7 @@ async def ready(services: ServicesDep) -> object:
             redis_required=settings.auth.redis_failure_policy == "closed",
             database=services.database,
             broker=services.dispatcher if executor_kind(settings.jobs) == "celery" else None,
+            outbox=services.notifier,
         )
 
     # Unauthenticated and unthrottled: a recent answer is reused (ReadinessCache).

@@ -42,8 +42,17 @@ IdempotencyKey = Annotated[
 ]
 
 
-def render(job: JobRow, files: Sequence[JobFileRow]) -> dict[str, Any]:
-    """The JobResponse of a job (design §6)."""
+def render(
+    job: JobRow,
+    files: Sequence[JobFileRow],
+    *,
+    notify: dict[str, Any] | None = None,
+    notifications: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The JobResponse of a job (design §6). `notify`: the choices as the submission's
+    answer shows them (with the callback secret); default: from the job, without it."""
+    if notify is None and job.notify is not None:
+        notify = {"callback_url": job.notify.get("callback_url"), "email": job.notify["email"]}
     total, done, failed = job.rows_total, job.rows_done, job.rows_failed
     rate = job.rate_rows_per_s
     eta = None if job.terminal else events.eta_s(job)
@@ -88,6 +97,8 @@ def render(job: JobRow, files: Sequence[JobFileRow]) -> dict[str, Any]:
         "metadata": job.meta,
         "waiting": job.waiting,
         "error": job.error,
+        "notify": notify,
+        "notifications": notifications,
         "links": {
             "self": base,
             "events": f"{base}/events",
@@ -124,6 +135,7 @@ def _submit_docs() -> dict[str, Any]:
         "columns": {"type": "string", "description": "a JSON array of column names"},
         "parameters": {"type": "string", "description": "a JSON object"},
         "metadata": {"type": "string", "description": "a JSON object of strings"},
+        "notify": {"type": "string", "description": 'a JSON object: {"callback_url", "email"}'},
         "file": {
             "type": "array",
             "items": {"type": "string", "format": "binary"},
@@ -180,7 +192,8 @@ async def submit(
     if submitted.replayed:
         headers[idempotency.REPLAYED] = "true"
     status = 200 if submitted.replayed else 201
-    return OrjsonResponse(render(job, submitted.files), status_code=status, headers=headers)
+    shown = render(job, submitted.files, notify=submitted.notify)
+    return OrjsonResponse(shown, status_code=status, headers=headers)
 
 
 @router.get("/v1/jobs", response_model=JobList, responses=ERRORS, summary="Your jobs")
@@ -204,7 +217,7 @@ async def list_jobs(
 @router.get("/v1/jobs/{job_id}", response_model=JobResponse, responses=ERRORS, summary="One job")
 async def get_job(job_id: str, caller: LimitedDep, service: JobsDep) -> object:
     job, files = await service.detail(caller, job_id)
-    return render(job, files)
+    return render(job, files, notifications=await service.notifications(job.id))
 
 
 @router.get(

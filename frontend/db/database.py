@@ -36,6 +36,7 @@ from ..settings import DatabaseSettings
 log = logging.getLogger("infergate.database")
 T = TypeVar("T")
 MEMORY_URL = "sqlite+aiosqlite:///:memory:"
+WAKE_FLAG = "notify.wake"  # notifications.WAKE (that module imports this one's layer)
 # What "the database is unreachable or too slow" looks like. IntegrityError (a unique
 # name taken), ProgrammingError and DataError are answers, not outages: they go through.
 FAILURES: tuple[type[BaseException], ...] = (
@@ -117,6 +118,9 @@ class Database:
             detach_on_deadline=True,
         )
         self.breaker.attach(self.ping_once)
+        # Called after a commit whose work set `session.info[WAKE_FLAG]` (the outbox's
+        # dispatcher: a new event is sent at once, not at its next poll).
+        self._on_commit: list[Callable[[], None]] = []
         # In memory there is one connection (StaticPool) for every session, and SQLite has
         # one transaction per connection: two sessions at once would share it (one's
         # rollback undoing the other's insert; seen as a key created and then unknown).
@@ -124,6 +128,9 @@ class Database:
         self._turn: contextlib.AbstractAsyncContextManager[object] = (
             asyncio.Lock() if self.in_memory else contextlib.nullcontext()
         )
+
+    def on_commit(self, hook: Callable[[], None]) -> None:
+        self._on_commit.append(hook)
 
     @property
     def in_memory(self) -> bool:
@@ -134,8 +141,13 @@ class Database:
         raises), under the deadline; DatabaseUnavailable when the database cannot answer."""
 
         async def transaction() -> T:
-            async with self._turn, self._sessions() as session, session.begin():
-                return await work(session)
+            async with self._turn, self._sessions() as session:
+                async with session.begin():
+                    result = await work(session)
+                if session.info.get(WAKE_FLAG):  # committed: wake who waits for it
+                    for hook in self._on_commit:
+                        hook()
+                return result
 
         try:
             return await self.breaker.run(operation, transaction)

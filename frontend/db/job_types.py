@@ -113,6 +113,7 @@ class JobRow:
     plan_dispatched_at: float | None = None
     idempotency_key: str | None = None
     request_id: str | None = None
+    notify: dict[str, Any] | None = None
     started_at: float | None = None
     finished_at: float | None = None
     expires_at: float | None = None

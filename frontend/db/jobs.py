@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import and_, delete, false, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from . import notifications
 from .job_chunks import (
     CHUNK_BATCH,
     add_chunks,
@@ -270,6 +271,8 @@ async def transition(
             .where(CHUNKS.c.job_id == job_id, CHUNKS.c.state.in_(("pending", *LIVE_CHUNK_STATES)))
             .values(state="skipped", lease_owner=None, lease_until=None)
         )
+        # The outbox, in this transaction: the event commits with the state or not at all.
+        await notifications.enqueue_job_event(session, job_id, f"job.{to}", now)
     return True
 
 

@@ -40,6 +40,14 @@ class UserRow(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[float] = mapped_column(Double)
     updated_at: Mapped[float] = mapped_column(Double)
+    # Revision 0004: the address job e-mails go to, once its owner proved it theirs with
+    # a mailed code (only the code's keyed hash is kept, and only until it is used).
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    email_verified_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    email_pending: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    email_code_digest: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    email_code_expires_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    email_code_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ApiKeyRow(Base):
@@ -177,6 +185,8 @@ class JobRecord(Base):
     plan_dispatched_at: Mapped[float | None] = mapped_column(Double, nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # Revision 0004: {"callback_url", "callback_secret" (sealed), "email"}; null: none.
+    notify: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[float] = mapped_column(Double)
     updated_at: Mapped[float] = mapped_column(Double)
     started_at: Mapped[float | None] = mapped_column(Double, nullable=True)
@@ -260,3 +270,99 @@ class IdempotencyKeyRecord(Base):
     job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[float] = mapped_column(Double)
     expires_at: Mapped[float] = mapped_column(Double, index=True)
+
+
+# --- notifications (revision 0004; queries in notifications.py, webhooks.py) -----------
+
+
+class WebhookRecord(Base):
+    """An owner's endpoint for job events. The signing secret is sealed (AES-GCM under a
+    key derived from the server secret): deliveries must sign with it, so it cannot be
+    hashed like an API key."""
+
+    __tablename__ = "webhooks"
+    __table_args__ = (Index("ix_webhooks_owner_created", "owner", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(String(8192))
+    events: Mapped[list[Any]] = mapped_column(JSON)
+    description: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    secret: Mapped[str] = mapped_column(String(256))
+    previous_secret: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    previous_valid_until: Mapped[float | None] = mapped_column(Double, nullable=True)
+    # Events whose every attempt failed, in a row; a delivered one resets it.
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    disabled_reason: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+    rotated_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    last_delivered_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    last_failed_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+
+class NotificationEventRecord(Base):
+    """One event (job.succeeded, ...), written in the transaction of the state change
+    that caused it; its id is every delivery's Webhook-Id."""
+
+    __tablename__ = "notification_events"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Double, index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class NotificationDeliveryRecord(Base):
+    """The outbox: one event to one destination (a webhook, a job's callback URL, an
+    e-mail), pending until delivered or out of retries. A dispatcher claims a due one
+    with a lease; a crash before it records the attempt only delays it to the lease's
+    end (then it is sent again, under the same event id)."""
+
+    __tablename__ = "notification_deliveries"
+    __table_args__ = (
+        Index("ix_notification_deliveries_state_due", "state", "next_attempt_at"),
+        Index("ix_notification_deliveries_webhook", "webhook_id", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(40), index=True)
+    channel: Mapped[str] = mapped_column(String(16))  # "webhook" | "callback" | "email"
+    webhook_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # A callback's URL and its sealed secret (a webhook's live on its row; an e-mail's
+    # address is the account's verified one when it is sent).
+    target: Mapped[str | None] = mapped_column(String(8192), nullable=True)
+    secret: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    account: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))  # "pending" | "delivered" | "failed"
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Double)
+    lease_owner: Mapped[str | None] = mapped_column(String(96), nullable=True)
+    lease_until: Mapped[float | None] = mapped_column(Double, nullable=True)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    last_latency_ms: Mapped[float | None] = mapped_column(Double, nullable=True)
+    created_at: Mapped[float] = mapped_column(Double)
+    delivered_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Double, nullable=True, index=True)
+
+
+class NotificationAttemptRecord(Base):
+    """The delivery log: every attempt, kept with its delivery."""
+
+    __tablename__ = "notification_attempts"
+
+    # Its own key: two dispatchers whose leases crossed may both log an attempt numbered
+    # alike (each counts from what it claimed); both are kept.
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(String(40), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)  # from 1
+    at: Mapped[float] = mapped_column(Double)
+    status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    latency_ms: Mapped[float] = mapped_column(Double)
+    error: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    # When the next attempt was scheduled (null: delivered or the last one).
+    next_attempt_at: Mapped[float | None] = mapped_column(Double, nullable=True)

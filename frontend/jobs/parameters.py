@@ -27,7 +27,7 @@ from .generation_adapter import GENERATION
 from .generation_adapter import PARAMETERS as GENERATION_PARAMETERS
 
 # The multipart plain fields holding JSON text.
-JSON_FIELDS = ("columns", "parameters", "metadata")
+JSON_FIELDS = ("columns", "parameters", "metadata", "notify")
 # The scope each task's jobs need: the route its synchronous requests use.
 TASK_ROUTES = {CLASSIFY: "predict", TOKENS: "predict", SUMMARIES: "predict", EMBED: "embeddings"}
 # Each task's request schema checks its parameters, with a placeholder row in the fields

@@ -24,7 +24,7 @@ from typing import Any
 
 import anyio
 
-from ..db import jobs
+from ..db import jobs, notifications
 from ..db.jobs import ChunkClaim, ChunkOutcome, JobFileRow, JobRow, Work
 from ..db.usage import add_counts
 from ..errors import InfergateError
@@ -244,6 +244,9 @@ class JobRunner:
                 if await jobs.live_chunks(s, job.id, now) == 0:
                     await self._transition(s, job.id, "cancelled", now)
             elif result.state == "running":
+                interval = ctx.settings.notify.progress_interval_s
+                if await notifications.progress_due(s, job.id, now, interval):
+                    await notifications.enqueue_job_event(s, job.id, "job.progress", now)
                 window = self.settings.chunks_in_flight_per_job
                 return True, await jobs.next_to_dispatch(s, job.id, window, now)
             return True, []

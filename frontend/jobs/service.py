@@ -22,6 +22,7 @@ import secrets
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import anyio.to_thread
 import orjson
@@ -59,6 +60,20 @@ class Submitted:
     files: list[JobFileRow]
     replayed: bool
     headers: dict[str, str]  # Deprecation / Sunset / Link of the version
+    # The job's notification choices as its answer shows them (the callback secret).
+    notify: dict[str, Any] | None = None
+
+
+class JobNotifications(Protocol):
+    """The notification service as jobs see it (frontend/notify/service.py)."""
+
+    async def job_notify(
+        self, caller: Principal, job_id: str, notify: Any
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]: ...
+
+    def reveal(self, job_id: str, stored: dict[str, Any] | None) -> dict[str, Any] | None: ...
+
+    async def job_notifications(self, job_id: str) -> list[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +97,7 @@ class JobsService:
         metrics: Metrics,
         *,
         tasks: Collection[str],
+        notifications: JobNotifications | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """`inference`: the online service (the version is resolved as the predict route
@@ -93,6 +109,7 @@ class JobsService:
         self.dispatcher = dispatcher
         self.metrics = metrics
         self.tasks = frozenset(tasks)
+        self.notify = notifications
         self.clock = clock
 
     # -- submission -------------------------------------------------------------------
@@ -211,7 +228,8 @@ class JobsService:
     async def _replay(self, caller: Principal, claim: Claim) -> Submitted:
         assert claim.job_id is not None
         job, files = await self.detail(caller, claim.job_id)
-        return Submitted(job, files, True, {})
+        shown = self.notify.reveal(job.id, job.notify) if self.notify is not None else None
+        return Submitted(job, files, True, {}, shown)
 
     async def _create(
         self,
@@ -224,9 +242,18 @@ class JobsService:
         request_id: str,
         rows: int,
     ) -> Submitted:
+        fields = resolved.fields
+        notify, shown = None, None
+        if self.notify is not None:  # 422 for an unsafe callback URL or no address
+            notify, shown = await self.notify.job_notify(caller, job_id, fields.notify)
+        elif fields.notify is not None:
+            raise InputInvalid(
+                "notify: notifications are off on this server",
+                [{"loc": ["body", "notify"], "msg": "notifications are off"}],
+                param="notify",
+            )
         now = self.clock()
         today = jobs.utc_day(now)
-        fields = resolved.fields
         row = JobRow(
             id=job_id,
             owner=caller.owner,
@@ -249,6 +276,7 @@ class JobsService:
             plan_dispatched_at=now,  # dispatched below: the reconciler waits redispatch_s
             idempotency_key=claim.key if claim is not None else None,
             request_id=request_id[:128] or None,
+            notify=notify,
         )
         files = [f.as_row() for f in stored]
         job_limits = limits.limits_for(caller, self.settings.auth.tiers)
@@ -269,7 +297,7 @@ class JobsService:
                 admission, job_limits, caller.tier, now, self.settings.jobs.busy_retry_after_s
             )
         await self.dispatcher.send([Work("plan", job_id)])
-        return Submitted(row, files, False, resolved.headers)
+        return Submitted(row, files, False, resolved.headers, shown)
 
     async def _undo(self, job_id: str, claim: Claim | None) -> None:
         """A failed submission keeps nothing: its key and its stored files (shielded)."""
@@ -282,6 +310,10 @@ class JobsService:
             await asyncio.shield(anyio.to_thread.run_sync(delete))
 
     # -- reading, cancelling ----------------------------------------------------------
+
+    async def notifications(self, job_id: str) -> list[dict[str, Any]]:
+        """Each delivery of the job's events (its status shows them)."""
+        return [] if self.notify is None else await self.notify.job_notifications(job_id)
 
     def _owner(self, caller: Principal) -> str | None:
         return None if caller.is_admin else caller.owner

@@ -21,7 +21,9 @@ from ..storage.base import BlobWriter
 from . import rows, sniff
 
 FILE_FIELD: Final = "file"
-FIELDS: Final = frozenset({"model", "version", "text_field", "columns", "parameters", "metadata"})
+FIELDS: Final = frozenset(
+    {"model", "version", "text_field", "columns", "parameters", "metadata", "notify"}
+)
 MAX_FIELD_BYTES: Final = 8 << 10
 MAX_PART_HEAD_BYTES: Final = 16 << 10  # a part's own headers (the body cap is gigabytes)
 MAX_NAME_CHARS: Final = 255

@@ -21,6 +21,8 @@ TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 30)
 ITL_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5)
 # One batch-job chunk attempt: from a 256-row classification chunk to a generation one.
 CHUNK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
+# State change to delivery: the first attempt's (sub-second) to a retried one's (hours).
+NOTIFY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 21600, 86400)
 
 
 class _NotExported:
@@ -267,6 +269,40 @@ class Metrics:
             "infergate_job_dispatch_failures",
             "Batch-job work items the broker did not take (the reconciler sends them again)",
             registry=r,
+        )
+
+        # Notifications (frontend/notify/): the outbox's deliveries and its backlog.
+        self.notify_deliveries = Counter(
+            "infergate_notify_deliveries",
+            "Notification deliveries that ended, by channel (webhook, callback, email) and "
+            "outcome (delivered, failed, skipped)",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self.notify_attempts = Counter(
+            "infergate_notify_attempts",
+            "Notification delivery attempts by channel and result (ok, retry, refused, last)",
+            ["channel", "result"],
+            registry=r,
+        )
+        self.notify_latency = Histogram(
+            "infergate_notify_delivery_seconds",
+            "From the event (the job's state change) to its delivery",
+            ["channel"],
+            buckets=NOTIFY_BUCKETS,
+            registry=r,
+        )
+        self.notify_backlog = Gauge(
+            "infergate_notify_outbox_due",
+            "Deliveries due and not yet sent, as the database holds them",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.notify_oldest = Gauge(
+            "infergate_notify_outbox_oldest_seconds",
+            "How long the oldest due delivery has waited (0: none waits)",
+            registry=r,
+            multiprocess_mode="max",
         )
 
     def render(self) -> bytes:

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, JsonValue, field_validator
 
 from .common import Strict
+from .webhooks import JobNotification, JobNotify, JobNotifyShown
 
 JobStateName = Literal["queued", "running", "succeeded", "failed", "cancelling", "cancelled"]
 MAX_COLUMNS = 64
@@ -66,6 +67,11 @@ class JobFields(Strict):
     )
     metadata: dict[str, MetadataValue] | None = Field(
         None, description=f"Yours, shown back (at most {MAX_METADATA_KEYS} keys)"
+    )
+    notify: JobNotify | None = Field(
+        None,
+        description="A callback URL and/or an e-mail when the job ends (your webhooks "
+        "are told as well)",
     )
 
     _metadata = field_validator("metadata")(_check_metadata)
@@ -130,6 +136,12 @@ class JobResponse(BaseModel):
         description='Why it makes no progress now: {"reason", "until"}'
     )
     error: dict[str, Any] | None = Field(description='{"code", "message"} when failed')
+    notify: JobNotifyShown | None = Field(
+        None, description="The job's own notifications (the callback secret: at submission)"
+    )
+    notifications: list[JobNotification] | None = Field(
+        None, description="GET /v1/jobs/{id} only: each delivery of the job's events"
+    )
     links: JobLinks
 
 

@@ -36,11 +36,15 @@ async def readiness(
     redis_required: bool = False,
     database: Any = None,
     broker: Any = None,
+    outbox: Any = None,
 ) -> tuple[int, dict[str, Any]]:
     """The database is never required: with it down, held keys keep being served (new
     credentials get 503), so the replica stays in rotation as "degraded". Nor is the job
     broker (`broker`: the Celery dispatcher, when jobs run on Celery): with it down, jobs
-    are still accepted into SQL and the reconciler sends their work once it is back."""
+    are still accepted into SQL and the reconciler sends their work once it is back. Nor
+    is the notification outbox (`outbox`: down while it holds more due deliveries, or
+    older ones, than notify.backlog_degraded / oldest_degraded_s): nothing is lost while
+    it backs up, deliveries are only late."""
     names = catalog.names()
     required_set = set(required or names)
     checks = {"triton": triton.server_ready()}
@@ -52,6 +56,8 @@ async def readiness(
         checks["database"] = _answered(database.ping())
     if broker is not None:
         checks["broker"] = _answered(broker.ping())
+    if outbox is not None:
+        checks["outbox"] = _answered(outbox.check_backlog())
     results = await asyncio.gather(*(_timed(c) for c in checks.values()))
     components: dict[str, dict[str, Any]] = {}
     for key, (ok, latency, detail) in zip(checks, results, strict=True):

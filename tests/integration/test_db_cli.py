@@ -35,6 +35,7 @@ from procs.ports import free_port
 from tests.db_support import (
     ACCOUNT_TABLES,
     JOB_TABLES,
+    NOTIFY_TABLES,
     ROUTING_USAGE_TABLES,
     engine,
     table_names,
@@ -401,18 +402,21 @@ def test_upgrade_current_downgrade_commands(database_url):
     current = cli("db", "current", env=env)
     assert current.returncode == 0, current.stderr
     assert (
-        "revision none (empty), head 0003 (run `python -m frontend db upgrade`)" in current.stdout
+        "revision none (empty), head 0004 (run `python -m frontend db upgrade`)" in current.stdout
     )
 
     upgraded = cli("db", "upgrade", env=env)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "upgraded from an empty database to 0003" in upgraded.stdout
-    assert run(database_url, table_names) == ACCOUNT_TABLES | ROUTING_USAGE_TABLES | JOB_TABLES
+    assert "upgraded from an empty database to 0004" in upgraded.stdout
+    assert (
+        run(database_url, table_names)
+        == ACCOUNT_TABLES | ROUTING_USAGE_TABLES | JOB_TABLES | NOTIFY_TABLES
+    )
 
     down = cli("db", "downgrade", "0001", env=env)
     assert down.returncode == 0, down.stderr
     assert run(database_url, table_names) == ACCOUNT_TABLES
-    assert "revision 0001, head 0003" in cli("db", "current", env=env).stdout
+    assert "revision 0001, head 0004" in cli("db", "current", env=env).stdout
 
 
 def test_without_a_url_the_commands_use_the_embedded_file(tmp_path):
@@ -422,7 +426,7 @@ def test_without_a_url_the_commands_use_the_embedded_file(tmp_path):
     assert path.exists() and str(path) in done.stdout
     assert path.stat().st_mode & 0o777 == 0o600  # password hashes and key digests inside
     tables = run(f"sqlite+aiosqlite:///{path}", table_names)
-    assert tables == ACCOUNT_TABLES | ROUTING_USAGE_TABLES | JOB_TABLES
+    assert tables == ACCOUNT_TABLES | ROUTING_USAGE_TABLES | JOB_TABLES | NOTIFY_TABLES
 
 
 def test_errors_are_one_line_without_a_traceback_or_the_password(tmp_path):
@@ -462,7 +466,7 @@ def test_serve_in_prod_refuses_an_unmigrated_database_naming_the_command(databas
     assert run(database_url, table_names) == set()  # prod never migrates by itself
 
     run(database_url, lambda db: migrate.upgrade(db, "0001"))
-    with pytest.raises(CommandError, match="revision 0001, this version needs 0003"):
+    with pytest.raises(CommandError, match="revision 0001, this version needs 0004"):
         prepare_database(prod_settings(database_url))
 
     run(database_url, migrate.upgrade)
@@ -477,7 +481,7 @@ def test_serve_in_prod_refuses_to_start_without_a_database_url():
 def test_serve_outside_prod_migrates_the_configured_database(database_url):
     settings = Settings(environment="dev", database=DatabaseSettings(url=database_url))
     assert prepare_database(settings) == database_url
-    assert run(database_url, migrate.current) == "0003"
+    assert run(database_url, migrate.current) == "0004"
     assert prepare_database(settings) == database_url  # at head already: nothing to do
 
 
@@ -491,4 +495,4 @@ def test_serve_outside_prod_without_a_url_picks_the_embedded_file_for_its_worker
     url = prepare_database(Settings(environment="dev"))
     expected = f"sqlite+aiosqlite:///{tmp_path.resolve() / '.infergate' / 'infergate.db'}"
     assert url == expected and os.environ["INFERGATE_DATABASE__URL"] == expected
-    assert run(url, migrate.current) == "0003"
+    assert run(url, migrate.current) == "0004"

@@ -28,6 +28,7 @@ from frontend.db.tables import (
 from tests.db_support import (
     ACCOUNT_TABLES,
     JOB_TABLES,
+    NOTIFY_TABLES,
     ROUTING_USAGE_TABLES,
     engine,
     schema_differences,
@@ -35,7 +36,7 @@ from tests.db_support import (
 )
 
 pytestmark = pytest.mark.integration
-ALL_TABLES = ACCOUNT_TABLES | ROUTING_USAGE_TABLES | JOB_TABLES
+ALL_TABLES = ACCOUNT_TABLES | ROUTING_USAGE_TABLES | JOB_TABLES | NOTIFY_TABLES
 JOB_RECORDS = (JobRecord, JobFileRecord, JobChunkRecord, JobAccountRecord, IdempotencyKeyRecord)
 
 
@@ -200,12 +201,12 @@ def test_upgrade_from_empty_makes_the_schema_in_code(database_url):
         assert await migrate.current(db) is None
         assert await table_names(db) == set()
         await migrate.upgrade(db)
-        assert await migrate.current(db) == migrate.head() == "0003"
+        assert await migrate.current(db) == migrate.head() == "0004"
         assert await table_names(db) == ALL_TABLES
         assert await schema_differences(db) == []
         await migrate.require_head(db)  # passes now
         await migrate.upgrade(db)  # at head already: nothing to do
-        assert await migrate.current(db) == "0003"
+        assert await migrate.current(db) == "0004"
 
     run(database_url, scenario)
 
@@ -226,7 +227,7 @@ def test_a_populated_database_goes_down_to_0001_and_back_keeping_its_accounts(da
             await migrate.require_head(db)
 
         await migrate.upgrade(db)
-        assert await migrate.current(db) == "0003"
+        assert await migrate.current(db) == "0004"
         assert await schema_differences(db) == []
         assert await account_rows(db) == accounts
         # The routing, usage and job tables come back empty: their rows went with the
@@ -275,7 +276,7 @@ def test_down_to_base_and_up_again(database_url):
         assert await migrate.current(db) is None
         assert await table_names(db) == set()
         await migrate.upgrade(db)
-        assert await migrate.current(db) == "0003"
+        assert await migrate.current(db) == "0004"
         assert await table_names(db) == ALL_TABLES
         assert await schema_differences(db) == []
         assert await count(db, UserRow) == 0
@@ -290,6 +291,8 @@ def test_upgrade_in_steps_equals_upgrade_at_once(database_url):
         await migrate.upgrade(db, "0002")
         assert await table_names(db) == ACCOUNT_TABLES | ROUTING_USAGE_TABLES
         await migrate.upgrade(db, "0003")
+        await migrate.upgrade(db, "0004")
+        assert await table_names(db) == ALL_TABLES
         assert await schema_differences(db) == []
 
     run(database_url, scenario)
@@ -306,7 +309,7 @@ def test_a_migrated_database_survives_a_kill_9_of_the_server(postgres_server):
         await populate(db)
 
     async def after(db: AsyncEngine) -> None:
-        assert await migrate.current(db) == "0003"
+        assert await migrate.current(db) == "0004"
         assert await count(db, UserRow) == 3 and await count(db, UsageRow) == 1
         assert await count(db, JobRecord) == 1 and await count(db, JobChunkRecord) == 1
         assert await schema_differences(db) == []

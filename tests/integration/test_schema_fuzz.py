@@ -27,11 +27,20 @@ SEMANTIC_422 = {
     "GET /v1/usage",
     "GET /v1/jobs",
     "GET /v1/admin/jobs",
+    "GET /v1/webhooks",
+    "GET /v1/webhooks/{webhook_id}/deliveries",
     # Scopes must name served models; an owner has at most 20 live keys (the fuzzer makes
     # more); tiers must be configured ones.
     "POST /v1/admin/keys",
     "PATCH /v1/admin/keys/{key_id}",
     "POST /v1/keys",
+    # Webhook URLs must pass the SSRF policy (a schema-valid URL may name a private or
+    # unresolvable host); an e-mail address is a user account's only, and its code must be
+    # the one mailed (tests/unit/test_notify_api.py, test_notify_ssrf.py).
+    "POST /v1/webhooks",
+    "PATCH /v1/webhooks/{webhook_id}",
+    "PUT /v1/me/email",
+    "POST /v1/me/email/verify",
     # OpenAI's cross-field rules, answered 400 as OpenAI does (each tested in
     # tests/unit/test_openai_requests.py): stream_options only with stream, top_logprobs
     # only with logprobs, best_of equal to n, max_tokens 0 only to score an echoed prompt,

@@ -109,6 +109,7 @@ def job_settings(
     *,
     executor: str = "local",
     served: tuple[Served, ...] = WITH_KINDS,
+    notify: dict[str, Any] | None = None,
     **jobs: Any,
 ) -> Settings:
     return Settings(
@@ -131,6 +132,16 @@ def job_settings(
             "min_free_bytes": 0,
             **jobs,
         },
+        # Webhook receivers of the tests listen on loopback; retries in tenths of seconds.
+        notify={
+            "allow_loopback": True,
+            "poll_s": 0.05,
+            "retry_base_s": 0.1,
+            "retry_max_s": 0.4,
+            "lease_s": 5.0,
+            "timeout_s": 5.0,
+            **(notify or {}),
+        },
     )
 
 
@@ -141,16 +152,19 @@ def job_app(
     executor: str = "local",
     dispatcher: Callable[[Settings], Dispatcher] | None = None,
     served: tuple[Served, ...] = WITH_KINDS,
+    notify: dict[str, Any] | None = None,
+    resolver: Any = None,
     **jobs: Any,
 ) -> Iterator[JobApp]:
     """`dispatcher`: made from the settings in place of the executor's (e.g. a Celery
     dispatcher over a fake broker); `served`: the models of the repository."""
-    settings = job_settings(tmp_path, executor=executor, served=served, **jobs)
+    settings = job_settings(tmp_path, executor=executor, served=served, notify=notify, **jobs)
     fake = RecordingTriton()
     overrides = ServiceOverrides(
         triton=TritonClient(settings.triton, fake),
         batch_triton=TritonClient(settings.triton, fake, priority=settings.jobs.triton_priority),
         dispatcher=dispatcher(settings) if dispatcher is not None else None,
+        resolver=resolver,
     )
     app = create_app(settings, overrides)
     with TestClient(app, raise_server_exceptions=False, headers={"X-API-Key": ADMIN_KEY}) as c:

@@ -622,8 +622,10 @@ def test_head_answers_like_get_on_every_get_route(api):
         "the job finished",
         30,
     )
+    webhook = api.post("/v1/webhooks", json={"url": "https://93.184.216.34/hook"}).json()
     values = {
         "model": "intent",
+        "webhook_id": webhook["id"],
         "key_id": own["id"],
         "user_id": user["id"],
         "name": "exp",

@@ -138,9 +138,9 @@ def test_shutdown_stops_the_loops_then_writes_the_counts_then_closes_in_reverse(
             assert services.triton is parts.triton and services.store is parts.store
             assert services.redis is parts.redis and services.redis_guard is not None
             # The routing watch, the counters' writer, the usage ledger's writer, the
-            # keys' last-used writer, the job reconciler and the in-process job
-            # executor's one slot.
-            assert _running_others() == 6
+            # keys' last-used writer, the job reconciler, the in-process job
+            # executor's one slot and the notification outbox's dispatcher.
+            assert _running_others() == 7
             services.counters.add("k", {"n": 1})  # something left for the last flush
             services.ledger.add("key:k", "key:k", "intent", "1", items=2)  # and usage
             _journaled_flush(services.ledger, journal)

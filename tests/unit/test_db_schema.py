@@ -15,6 +15,7 @@ from frontend.db.tables import Base
 from tests.db_support import (
     ACCOUNT_TABLES,
     JOB_TABLES,
+    NOTIFY_TABLES,
     ROUTING_USAGE_TABLES,
     engine,
     schema_differences,
@@ -32,7 +33,9 @@ def test_the_migrations_make_exactly_the_tables_in_code(tmp_path):
         try:
             await migrate.upgrade(db)
             assert await migrate.current(db) == migrate.head()
-            assert await table_names(db) == ACCOUNT_TABLES | ROUTING_USAGE_TABLES | JOB_TABLES
+            assert await table_names(db) == (
+                ACCOUNT_TABLES | ROUTING_USAGE_TABLES | JOB_TABLES | NOTIFY_TABLES
+            )
             return await schema_differences(db)
         finally:
             await db.dispose()
@@ -60,8 +63,8 @@ def test_a_table_changed_in_code_only_is_a_difference(tmp_path):
     assert differences[0][3].name == "nickname"
 
 
-def test_head_is_the_jobs_revision():
-    assert migrate.head() == "0003"
+def test_head_is_the_notifications_revision():
+    assert migrate.head() == "0004"
 
 
 def test_an_empty_database_is_refused_naming_the_upgrade_command(tmp_path):
@@ -87,9 +90,9 @@ def test_a_database_one_revision_behind_is_refused_naming_both(tmp_path):
         finally:
             await db.dispose()
 
-    with pytest.raises(migrate.NotMigrated, match="revision 0001, this version needs 0003"):
+    with pytest.raises(migrate.NotMigrated, match="revision 0001, this version needs 0004"):
         asyncio.run(scenario("0001"))
-    with pytest.raises(migrate.NotMigrated, match="revision 0002, this version needs 0003"):
+    with pytest.raises(migrate.NotMigrated, match="revision 0002, this version needs 0004"):
         asyncio.run(scenario("0002"))
 
 
@@ -98,7 +101,7 @@ def test_each_revision_makes_its_tables_and_its_downgrade_drops_them(tmp_path):
         db = engine(sqlite_url(tmp_path))
         seen = []
         try:
-            for revision in ("0001", "0002", "0003"):
+            for revision in ("0001", "0002", "0003", "0004"):
                 await migrate.upgrade(db, revision)
                 seen.append(await table_names(db))
             await migrate.downgrade(db, "0002")
@@ -107,10 +110,11 @@ def test_each_revision_makes_its_tables_and_its_downgrade_drops_them(tmp_path):
         finally:
             await db.dispose()
 
-    accounts, routing, jobs, down = asyncio.run(scenario())
+    accounts, routing, jobs, notify, down = asyncio.run(scenario())
     assert accounts == ACCOUNT_TABLES
     assert routing == ACCOUNT_TABLES | ROUTING_USAGE_TABLES
     assert jobs == routing | JOB_TABLES
+    assert notify == jobs | NOTIFY_TABLES
     assert down == routing
 
 

@@ -182,10 +182,10 @@ def test_db_upgrade_takes_a_revision_and_each_command_reports_in_one_line(
         return out
 
     assert "upgraded from an empty database to 0001" in command("upgrade", "--revision", "0001")
-    assert "revision 0001, head 0003 (run `python -m frontend db upgrade`)" in command("current")
-    assert "upgraded from 0001 to 0003" in command("upgrade")
-    assert "revision 0003, head 0003 (up to date)" in command("current")
-    assert "downgraded from 0003 to base" in command("downgrade", "base")
+    assert "revision 0001, head 0004 (run `python -m frontend db upgrade`)" in command("current")
+    assert "upgraded from 0001 to 0004" in command("upgrade")
+    assert "revision 0004, head 0004 (up to date)" in command("current")
+    assert "downgraded from 0004 to base" in command("downgrade", "base")
 
 
 # --- database.md › The embedded default ----------------------------------------------------

@@ -1,0 +1,1 @@
+"""Job notifications: the outbox dispatcher, webhooks and e-mail."""

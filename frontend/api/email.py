@@ -10,7 +10,7 @@ from starlette.responses import Response
 from ..deps import LimitedDep, NotificationsDep, RequestIdDep
 from ..responses import OrjsonResponse
 from ..schemas.common import error_responses
-from ..schemas.webhooks import EmailAddress, EmailRequest, EmailVerify
+from ..schemas.webhooks import EmailAddress, EmailDefault, EmailRequest, EmailVerify
 
 router = APIRouter(prefix="/v1/me/email", tags=["notifications"])
 ERRORS = error_responses(401, 404, 422, 429, 503)
@@ -45,3 +45,15 @@ async def verify_email(
     body: EmailVerify, caller: LimitedDep, service: NotificationsDep, request_id: RequestIdDep
 ) -> object:
     return await service.verify_email(caller, body.code, request_id)
+
+
+@router.patch(
+    "",
+    response_model=EmailAddress,
+    responses=ERRORS,
+    summary="Mail the end of your jobs by default (a verified address first)",
+)
+async def set_default(
+    body: EmailDefault, caller: LimitedDep, service: NotificationsDep, request_id: RequestIdDep
+) -> object:
+    return await service.set_default(caller, body.notify_jobs, request_id)

@@ -351,6 +351,16 @@ async def release(session: AsyncSession, delivery_id: str, owner: str) -> None:
     )
 
 
+async def mails_jobs_by_default(session: AsyncSession, account: str) -> bool:
+    """Whether the account asked for its jobs' end by e-mail by default."""
+    if not account.startswith("user:"):
+        return False
+    found = await session.execute(
+        select(USERS.c.email_jobs).where(USERS.c.id == account.removeprefix("user:"))
+    )
+    return bool(found.scalar())
+
+
 async def verified_address(session: AsyncSession, account: str) -> str | None:
     """The account's verified e-mail address (users only: "user:<id>")."""
     if not account.startswith("user:"):

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, Boolean, Double, Index, Integer, MetaData, String
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Constraint names fixed by convention, so that migrations can name what they alter on
@@ -48,6 +58,8 @@ class UserRow(Base):
     email_code_digest: Mapped[str | None] = mapped_column(String(128), nullable=True)
     email_code_expires_at: Mapped[float | None] = mapped_column(Double, nullable=True)
     email_code_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The account's default: its jobs mail their end without asking (`notify` overrides).
+    email_jobs: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ApiKeyRow(Base):

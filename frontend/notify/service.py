@@ -239,7 +239,14 @@ class NotificationsService:
     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """What the job row keeps (the callback secret sealed) and what the submission's
         answer shows (the secret in clear, this once); (None, None) without choices."""
-        if notify is None or (notify.callback_url is None and not notify.email):
+        if notify is None:  # the account's default, when it has one
+            default = await self.database.run(
+                "notify.default", lambda s: outbox.mails_jobs_by_default(s, caller.account)
+            )
+            if not default or not self.mailer.enabled:
+                return None, None
+            return {"email": True}, {"email": True, "callback_url": None}
+        if notify.callback_url is None and not notify.email:
             return None, None
         stored: dict[str, Any] = {"email": bool(notify.email)}
         shown: dict[str, Any] = {"email": bool(notify.email), "callback_url": None}
@@ -302,7 +309,13 @@ class NotificationsService:
         """The account's address; all null for an account that cannot have one (a
         standalone key): nothing to show is not an error."""
         if not caller.account.startswith("user:"):
-            return {"email": None, "verified_at": None, "pending": None, "pending_expires_at": None}
+            return {
+                "email": None,
+                "notify_jobs": False,
+                "verified_at": None,
+                "pending": None,
+                "pending_expires_at": None,
+            }
         user_id = self._user_id(caller)
         user = await self.database.run("email.get", lambda s: s.get(UserRow, user_id))
         if user is None:
@@ -339,6 +352,33 @@ class NotificationsService:
             await self.mailer.send(verification_email(code, to=address, ttl_s=CODE_TTL_S))
         except MailError as exc:
             raise MailUnavailable(f"the code could not be sent: {exc}") from None
+        return _address(user)
+
+    async def set_default(self, caller: Principal, on: bool, request_id: str) -> dict[str, Any]:
+        """Whether the account's jobs mail their end by default (a verified address first)."""
+        user_id = self._user_id(caller)
+
+        async def work(s: Any) -> tuple[str, UserRow | None]:
+            user = await s.get(UserRow, user_id)
+            if user is None:
+                return "none", None
+            if on and user.email_verified_at is None:
+                return "unverified", user
+            user.email_jobs = on
+            user.updated_at = self.clock()
+            _audit(s, caller, "email.default", f"user:{user_id}", request_id, {"on": on})
+            return "ok", user
+
+        outcome, user = await self.database.run("email.default", work)
+        if user is None:
+            raise NotFound("no such user")
+        if outcome == "unverified":
+            why = "verify an address first (PUT /v1/me/email, then POST /v1/me/email/verify)"
+            raise InputInvalid(
+                f"notify_jobs: {why}",
+                [{"loc": ["body", "notify_jobs"], "msg": why}],
+                param="notify_jobs",
+            )
         return _address(user)
 
     async def verify_email(self, caller: Principal, code: str, request_id: str) -> dict[str, Any]:
@@ -381,6 +421,7 @@ class NotificationsService:
 def _address(user: UserRow) -> dict[str, Any]:
     return {
         "email": user.email,
+        "notify_jobs": bool(user.email_jobs),
         "verified_at": user.email_verified_at,
         "pending": user.email_pending,
         "pending_expires_at": user.email_code_expires_at if user.email_pending else None,

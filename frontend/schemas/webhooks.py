@@ -139,6 +139,7 @@ class JobNotification(BaseModel):
 
 class EmailAddress(BaseModel):
     email: str | None = Field(description="Verified: job e-mails go here")
+    notify_jobs: bool = Field(description="Your jobs mail their end unless they say otherwise")
     verified_at: float | None
     pending: str | None = Field(description="Waiting for its code")
     pending_expires_at: float | None
@@ -150,6 +151,12 @@ class EmailRequest(Strict):
         max_length=320,
         pattern=r"^[^@\s<>()\[\],;:\"\\]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,63}$",
         examples=["alice@example.com"],
+    )
+
+
+class EmailDefault(Strict):
+    notify_jobs: bool = Field(
+        description="Mail the end of every job of yours that does not set `notify`"
     )
 
 

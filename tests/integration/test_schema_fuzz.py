@@ -40,6 +40,7 @@ SEMANTIC_422 = {
     "POST /v1/webhooks",
     "PATCH /v1/webhooks/{webhook_id}",
     "PUT /v1/me/email",
+    "PATCH /v1/me/email",
     "POST /v1/me/email/verify",
     # OpenAI's cross-field rules, answered 400 as OpenAI does (each tested in
     # tests/unit/test_openai_requests.py): stream_options only with stream, top_logprobs

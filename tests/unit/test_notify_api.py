@@ -385,3 +385,25 @@ def test_an_api_key_account_has_no_address_to_set(tmp_path, smtp):
         key = app.key("standalone")
         r = app.client.put("/v1/me/email", json={"email": "x@example.com"}, headers=app.as_key(key))
         assert r.status_code == 422 and "user account" in r.json()["error"]["message"]
+
+
+def test_the_accounts_default_mails_jobs_that_do_not_say(tmp_path, smtp):
+    with job_app(tmp_path, executor="off", notify={"mail": smtp.mail_settings()}) as app:
+        key = user_app_key(app, "ona")
+        early = app.client.patch(
+            "/v1/me/email", json={"notify_jobs": True}, headers=app.as_key(key)
+        )
+        assert early.status_code == 422 and early.json()["error"]["param"] == "notify_jobs"
+        verify_address(app, smtp, key, "ona@example.com")
+        on = app.client.patch("/v1/me/email", json={"notify_jobs": True}, headers=app.as_key(key))
+        assert on.status_code == 200 and on.json()["notify_jobs"] is True
+        job = queued_job(app, key=key)  # no `notify`: the default applies
+        assert job["notify"]["email"] is True and job["notify"]["callback_url"] is None
+        quiet = queued_job(app, key=key, notify={"email": False})  # its own choice wins
+        assert quiet["notify"] is None
+        cancel(app, job["id"], key=key)
+        cancel(app, quiet["id"], key=key)
+        to, message = smtp.wait_for(2)[-1]
+        assert to == ["ona@example.com"] and job["id"] in message["Subject"]
+        time.sleep(0.5)  # ten polls of the outbox: the quiet job's end sends nothing
+        assert len(smtp.messages) == 2

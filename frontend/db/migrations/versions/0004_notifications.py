@@ -23,6 +23,7 @@ USER_COLUMNS: tuple[sa.Column[object], ...] = (
     sa.Column("email_code_digest", sa.String(128), nullable=True),
     sa.Column("email_code_expires_at", sa.Double(), nullable=True),
     sa.Column("email_code_attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("email_jobs", sa.Boolean(), nullable=False, server_default=sa.false()),
 )
 
 

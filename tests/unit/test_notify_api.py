@@ -407,3 +407,19 @@ def test_the_accounts_default_mails_jobs_that_do_not_say(tmp_path, smtp):
         assert to == ["ona@example.com"] and job["id"] in message["Subject"]
         time.sleep(0.5)  # ten polls of the outbox: the quiet job's end sends nothing
         assert len(smtp.messages) == 2
+
+
+def test_the_owner_is_mailed_when_their_webhook_is_disabled(tmp_path, receiver, smtp):
+    receiver.default = 500
+    notify = {"mail": smtp.mail_settings(), "disable_after": 1, "retry_window_s": 0.3}
+    with job_app(tmp_path, executor="off", notify=notify) as app:
+        key = user_app_key(app, "pia")
+        verify_address(app, smtp, key, "pia@example.com")
+        created = hook(app, receiver.url(), key=key)
+        cancel(app, queued_job(app, key=key)["id"], key=key)
+        to, message = smtp.wait_for(2)[-1]
+        assert to == ["pia@example.com"]
+        assert message["Subject"] == f"infergate: webhook {created['id']} was disabled"
+        assert receiver.url() in message.get_body(("plain",)).get_content()
+        shown = app.client.get(f"/v1/webhooks/{created['id']}", headers=app.as_key(key)).json()
+        assert shown["enabled"] is False

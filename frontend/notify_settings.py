@@ -99,6 +99,17 @@ class NotifySettings(BaseModel):
     mail: MailSettings = Field(default_factory=MailSettings)
 
     @model_validator(mode="after")
+    def lease_outlasts_an_attempt(self) -> NotifySettings:
+        # A lease shorter than one attempt would hand a delivery still being sent to
+        # another dispatcher: a duplicate every time.
+        longest = max(self.timeout_s, self.mail.timeout_s if self.mail.enabled else 0.0)
+        if self.lease_s <= longest:
+            raise ValueError(
+                "notify.lease_s must be above notify.timeout_s (and notify.mail.timeout_s)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def window_holds_a_retry(self) -> NotifySettings:
         if self.retry_max_s < self.retry_base_s:
             raise ValueError("notify.retry_max_s must be at least notify.retry_base_s")

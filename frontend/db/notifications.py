@@ -174,6 +174,7 @@ class Due:
     type: str
     payload: dict[str, Any]
     event_at: float
+    since: float  # the delivery's creation: its retry window starts here
     channel: str
     webhook_id: str | None
     target: str | None  # the URL (webhook: its current one; callback: the job's)
@@ -197,9 +198,11 @@ async def claim_due(
     )
     claimed: list[str] = []
     for (delivery_id,) in found.all():
+        # The whole condition again: another dispatcher may have claimed or rescheduled
+        # it since the SELECT.
         took = await session.execute(
             update(DELIVERIES)
-            .where(d.id == delivery_id, d.state == "pending", free)
+            .where(d.id == delivery_id, d.state == "pending", d.next_attempt_at <= now, free)
             .values(lease_owner=owner, lease_until=now + lease_s)
         )
         if rowcount(took) == 1:
@@ -240,6 +243,7 @@ def _due(row: Any, now: float) -> Due:
         type=row.type,
         payload=row.payload,
         event_at=row.event_at,
+        since=row.created_at,
         channel=row.channel,
         webhook_id=row.webhook_id,
         target=target,
@@ -267,11 +271,20 @@ class Recorded:
 
 
 async def record_attempt(
-    session: AsyncSession, due: Due, attempt: Attempt, *, disable_after: int
+    session: AsyncSession,
+    due: Due,
+    attempt: Attempt,
+    *,
+    disable_after: int,
+    owner: str,
+    notice: dict[str, Any] | None = None,
 ) -> Recorded:
     """The attempt logged and the delivery moved: delivered; pending again at
     `next_attempt_at`; or failed for good, which counts against its webhook (disabled
-    after `disable_after` failed events in a row; a delivered one resets the count)."""
+    after `disable_after` failed events in a row; a delivered one resets the count; a
+    disabling failure queues the `webhook.disabled` e-mail with `notice`, here, in this
+    transaction). Only while the lease is `owner`'s or free: a dispatcher whose lease
+    ran out and was taken by another logs its attempt and leaves the delivery alone."""
     number = due.attempts + 1
     error = attempt.error[:512] if attempt.error else None
     await session.execute(
@@ -302,16 +315,40 @@ async def record_attempt(
     else:
         state = "failed"
         values |= {"state": state, "finished_at": attempt.at}
-    # Only a pending delivery moves: a twin that was delivered meanwhile stays delivered.
+    # Only a pending delivery moves (a twin delivered meanwhile stays delivered), and only
+    # while no other dispatcher holds it.
+    ours = or_(d.lease_owner == owner, d.lease_owner.is_(None), d.lease_until < attempt.at)
     moved = await session.execute(
-        update(DELIVERIES).where(d.id == due.id, d.state == "pending").values(values)
+        update(DELIVERIES).where(d.id == due.id, d.state == "pending", ours).values(values)
     )
     disabled = False
     if rowcount(moved) == 1 and due.webhook_id is not None and state != "pending":
         disabled = await _count_on_webhook(
             session, due.webhook_id, state, attempt.at, disable_after
         )
-    return Recorded(state, disabled)
+        if disabled:
+            await _queue_disabled_notice(session, due, attempt.at, notice or {})
+    return Recorded(state if rowcount(moved) == 1 else "pending", disabled)
+
+
+async def _queue_disabled_notice(
+    session: AsyncSession, due: Due, now: float, notice: dict[str, Any]
+) -> None:
+    """The owner's e-mail that their webhook was disabled (when they have an address)."""
+    found = await session.execute(select(w.owner, w.url).where(w.id == due.webhook_id))
+    row = found.first()
+    if row is None:
+        return
+    data = {"webhook": {"id": due.webhook_id, "url": row.url}, **notice}
+    await enqueue_event(
+        session,
+        type=WEBHOOK_DISABLED,
+        owner=row.owner,
+        account=row.owner,
+        data=data,
+        now=now,
+        email=True,
+    )
 
 
 async def _count_on_webhook(

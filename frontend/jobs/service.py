@@ -84,6 +84,8 @@ class Resolved:
     task: str
     version: str
     headers: dict[str, str]
+    # The job's notification choices as stored and as its answer shows them.
+    notify: tuple[dict[str, Any] | None, dict[str, Any] | None] = (None, None)
 
 
 class JobsService:
@@ -131,6 +133,21 @@ class JobsService:
         check_parameters(task, fields.parameters, routed.card, self.settings.limits)
         return Resolved(fields, task, routed.version, dict(routed.decision.headers))
 
+    async def _with_notify(self, caller: Principal, job_id: str, resolved: Resolved) -> Resolved:
+        """The job's notification choices checked (422 for an unsafe callback URL or no
+        verified address) before anything is stored."""
+        notify = resolved.fields.notify
+        if self.notify is None:
+            if notify is not None:
+                raise InputInvalid(
+                    "notify: notifications are off on this server",
+                    [{"loc": ["body", "notify"], "msg": "notifications are off"}],
+                    param="notify",
+                )
+            return resolved
+        chosen = await self.notify.job_notify(caller, job_id, notify)
+        return dataclasses.replace(resolved, notify=chosen)
+
     async def submit_json(
         self,
         caller: Principal,
@@ -153,7 +170,7 @@ class JobsService:
             return await self._replay(caller, claim)
         job_id = new_job_id()
         try:
-            resolved = self.resolve(caller, body, call)
+            resolved = await self._with_notify(caller, job_id, self.resolve(caller, body, call))
             await self._precheck(caller, len(body.inputs))
             lines = [orjson.dumps(row) for row in body.inputs]
             stored = await upload.write_inline(
@@ -182,7 +199,8 @@ class JobsService:
         async def on_fields(raw: dict[str, str]) -> FieldsOk:
             fields = form_fields(raw)
             if claim is None or claim.held:  # a done key is compared after the body
-                found.append(self.resolve(caller, fields, call))
+                resolved = self.resolve(caller, fields, call)
+                found.append(await self._with_notify(caller, job_id, resolved))
                 await self._precheck(caller, 1)
             return FieldsOk(fields.text_field, fields.columns)
 
@@ -243,15 +261,7 @@ class JobsService:
         rows: int,
     ) -> Submitted:
         fields = resolved.fields
-        notify, shown = None, None
-        if self.notify is not None:  # 422 for an unsafe callback URL or no address
-            notify, shown = await self.notify.job_notify(caller, job_id, fields.notify)
-        elif fields.notify is not None:
-            raise InputInvalid(
-                "notify: notifications are off on this server",
-                [{"loc": ["body", "notify"], "msg": "notifications are off"}],
-                param="notify",
-            )
+        notify, shown = resolved.notify
         now = self.clock()
         today = jobs.utc_day(now)
         row = JobRow(

@@ -37,6 +37,7 @@ log = logging.getLogger("infergate.notify")
 T = TypeVar("T")
 GAUGE_EVERY_S = 5.0
 SWEEP_EVERY_S = 300.0  # the outbox's retention: ended deliveries dropped this often
+SWEEP_ROWS, SWEEP_BATCHES = 1000, 50  # per transaction, per sweep
 
 
 class OutboxBacklogged(Exception):
@@ -44,14 +45,17 @@ class OutboxBacklogged(Exception):
 
 
 def next_attempt_at(
-    attempts: int, event_at: float, now: float, settings: NotifySettings, rng: Callable[[], float]
+    attempts: int, since: float, now: float, settings: NotifySettings, rng: Callable[[], float]
 ) -> float | None:
     """After `attempts` failed attempts: a time drawn uniformly below min(retry_max_s,
     retry_base_s × 2^(attempts−1)) from now (full jitter: retries of many receivers that
-    failed together spread out); None once that falls past the event's retry window."""
+    failed together spread out), no later than the retry window's end (`since`, the
+    delivery's creation, + retry_window_s); None once the window has closed."""
+    deadline = since + settings.retry_window_s
+    if now >= deadline:
+        return None
     ceiling = min(settings.retry_max_s, settings.retry_base_s * 2 ** (attempts - 1))
-    at = now + rng() * ceiling
-    return at if at <= event_at + settings.retry_window_s else None
+    return min(now + rng() * ceiling, deadline)
 
 
 class Notifier:
@@ -112,12 +116,14 @@ class Notifier:
                 began = time.monotonic()
                 want = min(s.batch, s.concurrency - len(inflight))
                 due: list[outbox.Due] = []
-                if want > 0:
-                    try:
+                try:
+                    if want > 0:
                         due = await self.claim(want)
-                        await self._gauges()
-                    except DatabaseUnavailable:
-                        pass  # the next read tries again
+                    await self._gauges()
+                except DatabaseUnavailable:
+                    pass  # the next read tries again
+                except Exception:  # a bug or a refused query must not end the loop
+                    log.exception("notification outbox read failed")
                 for item in due:
                     task = asyncio.create_task(self._guarded(item))
                     inflight.add(task)
@@ -153,8 +159,13 @@ class Notifier:
             await self.deliver(due)
         except DatabaseUnavailable:
             pass  # not recorded: the lease ends and it is sent again
-        except Exception:  # one bad delivery must not stop the others
+        except Exception as exc:  # one bad delivery must not stop the others
             log.exception("notification delivery failed", extra={"delivery": due.id})
+            # Recorded as a failed attempt, so that it backs off and ends with the window
+            # instead of coming back at every lease's end.
+            failed = _Outcome(None, 0.0, f"internal error ({type(exc).__name__})")
+            with contextlib.suppress(Exception):
+                await self._record(due, failed, self.clock())
 
     async def deliver(self, due: outbox.Due) -> outbox.Recorded:
         started = self.clock()
@@ -164,10 +175,15 @@ class Notifier:
             result = await self._email(due)
         else:
             result = await self._post(due)
+        return await self._record(due, result, started)
+
+    async def _record(self, due: outbox.Due, result: _Outcome, started: float) -> outbox.Recorded:
+        """The attempt logged, the delivery moved (and, when this failure disables its
+        webhook, the owner's e-mail queued in the same transaction)."""
         now = self.clock()
         next_at = None
         if not result.ok and not result.final:
-            next_at = next_attempt_at(due.attempts + 1, due.event_at, now, self.settings, self.rng)
+            next_at = next_attempt_at(due.attempts + 1, due.since, now, self.settings, self.rng)
         attempt = outbox.Attempt(
             at=started,
             status=result.status,
@@ -176,15 +192,18 @@ class Notifier:
             delivered=result.ok,
             next_attempt_at=next_at,
         )
+        s = self.settings
+        disabled = {
+            "reason": f"{s.disable_after} events in a row could not be delivered",
+            "last_event": due.event_id,
+        }
         recorded = await self._db(
             "notify.record",
             lambda db: outbox.record_attempt(
-                db, due, attempt, disable_after=self.settings.disable_after
+                db, due, attempt, disable_after=s.disable_after, owner=self.owner, notice=disabled
             ),
         )
         self._count(due, result, recorded, now)
-        if recorded.disabled_webhook and due.webhook_id is not None:
-            await self._tell_owner(due, now)
         return recorded
 
     async def _post(self, due: outbox.Due) -> _Outcome:
@@ -200,7 +219,9 @@ class Notifier:
         body = orjson.dumps(due.payload)
         headers = delivery_headers(due.event_id, int(self.clock()), body, keys)
         sent = await self.client.post(due.target, body, headers)
-        return _Outcome(sent.status, sent.latency_ms, sent.error, ok=sent.delivered)
+        outcome = _Outcome(sent.status, sent.latency_ms, sent.error, ok=sent.delivered)
+        outcome.refused = sent.refused
+        return outcome
 
     async def _email(self, due: outbox.Due) -> _Outcome:
         if not self.mailer.enabled:
@@ -228,34 +249,14 @@ class Notifier:
         results = f"{base.rstrip('/')}{job['links']['results']}" if base and job else None
         return job_email(job, to=address, results_url=results)
 
-    async def _tell_owner(self, due: outbox.Due, now: float) -> None:
-        """E-mail the owner of a webhook this failure disabled (when they have an address)."""
-        data = {
-            "webhook": {"id": due.webhook_id, "url": due.target},
-            "reason": f"{self.settings.disable_after} events in a row could not be delivered",
-            "last_event": due.event_id,
-        }
-        account = due.account
-
-        async def enqueue(db: Any) -> None:
-            await outbox.enqueue_event(
-                db,
-                type=outbox.WEBHOOK_DISABLED,
-                owner=account,
-                account=account,
-                data=data,
-                now=now,
-                email=True,
-            )
-
-        await self._db("notify.disabled", enqueue)
-
     def _count(
         self, due: outbox.Due, result: _Outcome, recorded: outbox.Recorded, now: float
     ) -> None:
         m = self.metrics
         if result.ok:
             m.notify_attempts.labels(due.channel, "ok").inc()
+        elif result.refused:
+            m.notify_attempts.labels(due.channel, "refused").inc()
         elif recorded.state == "pending":
             m.notify_attempts.labels(due.channel, "retry").inc()
         else:
@@ -278,7 +279,12 @@ class Notifier:
         if now - self._swept_at >= SWEEP_EVERY_S:
             self._swept_at = now
             before = now - self.settings.retention_s
-            await self._db("notify.sweep", lambda db: outbox.drop_finished(db, before, 1000))
+            for _ in range(SWEEP_BATCHES):  # bounded: the next sweep goes on
+                dropped = await self._db(
+                    "notify.sweep", lambda db: outbox.drop_finished(db, before, SWEEP_ROWS)
+                )
+                if dropped < SWEEP_ROWS:
+                    break
 
     async def check_backlog(self) -> None:
         """For readiness: raises OutboxBacklogged past the settings' limits."""
@@ -290,7 +296,7 @@ class Notifier:
 
 
 class _Outcome:
-    __slots__ = ("error", "final", "latency_ms", "ok", "status")
+    __slots__ = ("error", "final", "latency_ms", "ok", "refused", "status")
 
     def __init__(
         self,
@@ -306,6 +312,7 @@ class _Outcome:
         self.error = error
         self.ok = ok
         self.final = final
+        self.refused = False  # the SSRF policy refused the URL (no connection made)
 
 
 def _job_id(due: outbox.Due) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -21,17 +22,20 @@ from ..db import notifications as outbox
 from ..db import webhooks as rows
 from ..db.database import Database
 from ..db.tables import UserRow, WebhookRecord
-from ..errors import Conflict, InputInvalid, MailUnavailable, NotFound
+from ..errors import Conflict, InputInvalid, MailUnavailable, NotFound, RateLimited
 from ..notify_settings import NotifySettings
 from .mailer import Mailer, MailError, mask_address
 from .messages import verification_email
-from .secret_box import SecretBox
+from .secret_box import SealedValueError, SecretBox
 from .signing import new_secret
 from .ssrf import Resolver, UnsafeUrl, parse_url, resolve_checked
 
 EVENT_TYPES = outbox.JOB_EVENT_TYPES
 CODE_TTL_S = 900.0  # a mailed verification code
 CODE_ATTEMPTS = 5  # wrong codes before a new one must be asked for
+# Between two codes mailed to one account: bounds the mail one account can make the
+# server send, and the guesses at codes (5 a minute).
+CODE_COOLDOWN_S = 60.0
 
 
 class NotificationsService:
@@ -269,7 +273,10 @@ class NotificationsService:
             return None
         shown: dict[str, Any] = {"email": bool(stored.get("email")), "callback_url": None}
         if stored.get("callback_url"):
-            secret = self.box.open(stored["callback_secret"], context=job_id)
+            try:  # a server secret changed since: the secret cannot be shown again
+                secret: str | None = self.box.open(stored["callback_secret"], context=job_id)
+            except SealedValueError:
+                secret = None
             shown |= {"callback_url": stored["callback_url"], "callback_secret": secret}
         return shown
 
@@ -332,10 +339,13 @@ class NotificationsService:
         code = f"{secrets.randbelow(10**6):06d}"
         now = self.clock()
 
-        async def work(s: Any) -> UserRow | None:
+        async def work(s: Any) -> UserRow | float | None:
             user = await s.get(UserRow, user_id)
             if user is None:
                 return None
+            sent_at = (user.email_code_expires_at or 0.0) - CODE_TTL_S
+            if user.email_code_digest is not None and now - sent_at < CODE_COOLDOWN_S:
+                return CODE_COOLDOWN_S - (now - sent_at)  # wait this long
             user.email_pending = address
             user.email_code_digest = self._digest(user_id, address, code)
             user.email_code_expires_at = now + CODE_TTL_S
@@ -348,6 +358,9 @@ class NotificationsService:
         user = await self.database.run("email.request", work)
         if user is None:
             raise NotFound("no such user")
+        if isinstance(user, float):
+            wait = max(1, math.ceil(user))
+            raise RateLimited(f"a code was sent less than a minute ago: retry in {wait} s", wait)
         try:
             await self.mailer.send(verification_email(code, to=address, ttl_s=CODE_TTL_S))
         except MailError as exc:

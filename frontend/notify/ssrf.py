@@ -100,7 +100,7 @@ def parse_url(
     port = explicit_port if explicit_port is not None else _DEFAULT_PORTS[scheme]
     literal = _ip_literal(host)
     if literal is not None:
-        _refuse_address(literal, allow_loopback=allow_loopback, verb="is")
+        _refuse_address(literal, allow_loopback=allow_loopback, verb="is", show=True)
     target = _percent_encode_non_ascii(parts.path or "/")
     if parts.query:
         target += "?" + _percent_encode_non_ascii(parts.query)
@@ -324,10 +324,13 @@ def _article(word: str) -> str:
     return "an" if starts_with_vowel_sound else "a"
 
 
-def _refuse_address(ip: IPAddress, *, allow_loopback: bool, verb: str) -> None:
+def _refuse_address(ip: IPAddress, *, allow_loopback: bool, verb: str, show: bool) -> None:
+    """`show`: name the address (a literal the caller wrote); a resolved one is not
+    named, so that refusals do not map the server's internal DNS for the caller."""
     reason = refusal(ip, allow_loopback=allow_loopback)
     if reason is not None:
-        raise UnsafeUrl(f"the host {verb} {_article(reason)} {reason} address ({ip})")
+        shown = f" ({ip})" if show else ""
+        raise UnsafeUrl(f"the host {verb} {_article(reason)} {reason} address{shown}")
 
 
 # --- resolution ---------------------------------------------------------------------------
@@ -341,13 +344,13 @@ async def resolve_checked(
     is returned, and the caller connects to it and to nothing else."""
     literal = _ip_literal(url.host)
     if literal is not None:
-        _refuse_address(literal, allow_loopback=allow_loopback, verb="is")
+        _refuse_address(literal, allow_loopback=allow_loopback, verb="is", show=True)
         return str(literal)
     addresses = [_parse_answer(answer) for answer in await _lookup(url, resolver, timeout_s)]
     if not addresses:
         raise UnsafeUrl("the host has no address")
     for address in addresses:
-        _refuse_address(address, allow_loopback=allow_loopback, verb="resolves to")
+        _refuse_address(address, allow_loopback=allow_loopback, verb="resolves to", show=False)
     return str(addresses[0])
 
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from .common import Strict
 
 EventType = Literal["job.succeeded", "job.failed", "job.cancelled", "job.progress"]
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no control characters (PostgreSQL refuses NUL)
 END_EVENTS: tuple[EventType, ...] = ("job.succeeded", "job.failed", "job.cancelled")
 Url = Field(min_length=1, max_length=8192, examples=["https://hooks.example.com/infergate"])
 
@@ -21,14 +22,14 @@ class WebhookCreate(Strict):
         max_length=8,
         description="job.progress is sent at most once a minute per job",
     )
-    description: str | None = Field(None, max_length=256)
+    description: str | None = Field(None, max_length=256, pattern=PRINTABLE)
     enabled: bool = True
 
 
 class WebhookUpdate(Strict):
     url: str | None = Field(None, min_length=1, max_length=8192)
     events: list[EventType] | None = Field(None, min_length=1, max_length=8)
-    description: str | None = Field(None, max_length=256)
+    description: str | None = Field(None, max_length=256, pattern=PRINTABLE)
     enabled: bool | None = Field(None, description="true again: its failure count restarts")
 
 
@@ -149,7 +150,9 @@ class EmailRequest(Strict):
     email: str = Field(
         min_length=3,
         max_length=320,
-        pattern=r"^[^@\s<>()\[\],;:\"\\]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,63}$",
+        # A plain address: letters, digits and . _ % + - before the @ (no quoting, no
+        # control characters, no "=?" encoded words), an ASCII domain after it.
+        pattern=r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,63}$",
         examples=["alice@example.com"],
     )
 

@@ -41,6 +41,8 @@ def _env(tmp: Path, **extra: str) -> dict[str, str]:
         "INFERGATE_NOTIFY__RETRY_MAX_S": "0.5",
         # A killed dispatcher's claimed deliveries come back when their leases end.
         "INFERGATE_NOTIFY__LEASE_S": "1",
+        "INFERGATE_NOTIFY__TIMEOUT_S": "0.8",
+        "INFERGATE_NOTIFY__CONNECT_TIMEOUT_S": "0.5",
         **extra,
     }
 

@@ -138,7 +138,7 @@ def job_settings(
             "poll_s": 0.05,
             "retry_base_s": 0.1,
             "retry_max_s": 0.4,
-            "lease_s": 5.0,
+            "lease_s": 10.0,
             "timeout_s": 5.0,
             **(notify or {}),
         },

@@ -292,7 +292,7 @@ def test_a_name_that_now_resolves_to_a_private_address_is_refused_at_delivery() 
 
     result, server = asyncio.run(run())
     assert result.refused
-    assert result.error == "refused: the host resolves to a private address (10.0.0.7)"
+    assert result.error == "refused: the host resolves to a private address"
     assert server.connections == 0
 
 
@@ -388,7 +388,7 @@ def test_from_settings_requires_https_in_prod_unless_told() -> None:
             await webhooks.aclose()
 
     https_only = "refused: the URL must use https"
-    private = "refused: the host resolves to a private address (10.0.0.7)"
+    private = "refused: the host resolves to a private address"
     assert asyncio.run(refusal(NotifySettings(), "prod")) == https_only
     assert asyncio.run(refusal(NotifySettings(), "dev")) == private
     assert asyncio.run(refusal(NotifySettings(require_https=False), "prod")) == private
@@ -405,7 +405,7 @@ def test_from_settings_keeps_the_registration_url_limit() -> None:
         settings, environment="dev", resolver=answering({"example.com": "10.0.0.7"})
     )
     result = asyncio.run(webhooks.post(long_url, BODY, {}))
-    assert result.error == "refused: the host resolves to a private address (10.0.0.7)"
+    assert result.error == "refused: the host resolves to a private address"
     short = WebhookClient.from_settings(NotifySettings(max_url_chars=2048), environment="dev")
     refused = asyncio.run(short.post(long_url, BODY, {}))
     assert refused.error == "refused: the URL is longer than 2048 characters"

@@ -132,8 +132,9 @@ def test_retries_stay_under_their_ceilings_and_end_with_the_window(draw):
         at = next_attempt_at(attempts, 0.0, 1000.0, settings, lambda: draw)
         assert at is not None and 1000.0 <= at <= 1000.0 + ceiling
         assert at == pytest.approx(1000.0 + draw * ceiling)
-    # Past the window: no more attempts.
-    assert next_attempt_at(30, 0.0, 86399.0, settings, lambda: 0.999) is None
+    # Near the window's end, the last attempt comes at the end; past it, none.
+    assert next_attempt_at(30, 0.0, 86399.0, settings, lambda: 0.999) == 86400.0
+    assert next_attempt_at(30, 0.0, 86400.0, settings, lambda: 0.0) is None
     assert next_attempt_at(30, 0.0, 90000.0, settings, lambda: 0.0) is None
 
 
@@ -153,3 +154,72 @@ def test_a_backed_up_outbox_degrades_readiness(tmp_path):
         outbox_component = shown.json()["components"]["outbox"]
         assert outbox_component == {**outbox_component, "status": "down", "required": False}
         assert outbox_component["detail"] == "OutboxBacklogged"
+
+
+def test_a_dispatcher_leaves_alone_a_delivery_another_has_taken_since(tmp_path):
+    async def scenario(db: Database) -> None:
+        await _hook(db, "key:a", ["job.cancelled"])
+        job = job_row("job_four", owner="key:a")
+        await db.run("test", lambda s: jobs_db.insert_job(s, job, []))
+        await db.run("test", lambda s: jobs_db.transition(s, job.id, "cancelled", 10.0))
+        (late,) = await db.run("test", lambda s: outbox.claim_due(s, 11.0, 10, "one", 5.0))
+        # "one" overran its lease; "two" took the delivery and is sending it.
+        (taken,) = await db.run("test", lambda s: outbox.claim_due(s, 17.0, 10, "two", 5.0))
+        failed = outbox.Attempt(18.0, 500, 3.0, "HTTP 500", False, None)
+        recorded = await db.run(
+            "test", lambda s: outbox.record_attempt(s, late, failed, disable_after=1, owner="one")
+        )
+        assert recorded.state == "pending" and not recorded.disabled_webhook
+        ok = outbox.Attempt(18.5, 200, 2.0, None, True, None)
+        done = await db.run(
+            "test", lambda s: outbox.record_attempt(s, taken, ok, disable_after=1, owner="two")
+        )
+        assert done.state == "delivered"
+
+    asyncio.run(_with_db(tmp_path, scenario))
+
+
+class _Broken:
+    async def post(self, url, body, headers):
+        raise RuntimeError("a bug in sending")
+
+
+def test_a_delivery_whose_sending_raises_is_recorded_and_backs_off(tmp_path):
+    from frontend.notify.dispatcher import Notifier
+    from frontend.notify.mailer import Mailer
+    from frontend.notify.secret_box import SecretBox
+
+    async def scenario(db: Database) -> None:
+        settings = NotifySettings(retry_base_s=30)
+        box = SecretBox(b"k" * 32)
+        hook_id = await _hook(db, "key:a", ["job.cancelled"])
+
+        async def sealed(s) -> None:
+            row = await s.get(WebhookRecord, hook_id)
+            row.secret = box.seal("whsec_x", context=hook_id)
+
+        await db.run("test", sealed)
+        job = job_row("job_five", owner="key:a")
+        await db.run("test", lambda s: jobs_db.insert_job(s, job, []))
+        await db.run("test", lambda s: jobs_db.transition(s, job.id, "cancelled", 10.0))
+        clock = iter([20.0, 20.0, 20.0, 20.0])
+        notifier = Notifier(
+            db,
+            settings,
+            client=_Broken(),  # type: ignore[arg-type]
+            mailer=Mailer(settings.mail),
+            box=box,
+            metrics=Metrics(),
+            owner="w",
+            clock=lambda: next(clock, 20.0),
+            rng=lambda: 0.5,
+        )
+        (due,) = await notifier.claim(10)
+        await notifier._guarded(due)
+        found = await db.run("test", lambda s: outbox.webhook_deliveries(s, hook_id, None, 10))
+        (delivery,) = found
+        assert delivery["state"] == "pending" and delivery["attempts"] == 1
+        assert delivery["log"][0]["error"] == "internal error (RuntimeError)"
+        assert delivery["next_attempt_at"] == pytest.approx(20.0 + 0.5 * 30)
+
+    asyncio.run(_with_db(tmp_path, scenario))

@@ -175,11 +175,11 @@ def test_a_url_longer_than_the_limit_is_refused() -> None:
 def test_names_resolving_to_loopback_or_private_addresses_are_refused() -> None:
     localhost = answering({"localhost": ["127.0.0.1"]})
     assert reason("http://localhost:8080/", localhost) == (
-        "the host resolves to a loopback address (127.0.0.1)"
+        "the host resolves to a loopback address"
     )
     internal = answering({"hooks.internal": ["10.0.0.5"]})
     assert reason("https://hooks.internal/", internal) == (
-        "the host resolves to a private address (10.0.0.5)"
+        "the host resolves to a private address"
     )
     metadata = answering({"metadata.example": ["169.254.169.254"]})
     assert "link-local" in reason("http://metadata.example/", metadata)
@@ -190,7 +190,7 @@ def test_one_private_address_among_public_ones_refuses_the_url() -> None:
     mixed = answering({"rebind.example": [PUBLIC, "2606:4700::1111", "192.168.0.10"]})
     refused = reason("https://rebind.example/hook", mixed)
     assert "private" in refused
-    assert "192.168.0.10" in refused
+    assert "192.168.0.10" not in refused and "private" in refused  # the category, not the address
 
 
 def test_a_name_that_does_not_resolve_is_refused() -> None:

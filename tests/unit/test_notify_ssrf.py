@@ -178,9 +178,7 @@ def test_names_resolving_to_loopback_or_private_addresses_are_refused() -> None:
         "the host resolves to a loopback address"
     )
     internal = answering({"hooks.internal": ["10.0.0.5"]})
-    assert reason("https://hooks.internal/", internal) == (
-        "the host resolves to a private address"
-    )
+    assert reason("https://hooks.internal/", internal) == ("the host resolves to a private address")
     metadata = answering({"metadata.example": ["169.254.169.254"]})
     assert "link-local" in reason("http://metadata.example/", metadata)
 

@@ -207,9 +207,11 @@ def test_health(http):
         "model:chat",
         *(f"model:{name}" for name in OTHER_KINDS),
         "database",
+        "outbox",
     }
     assert all(c["status"] == "up" and c["latency_ms"] >= 0 for c in body["components"].values())
     assert body["components"]["database"]["required"] is False  # down: "degraded", not out
+    assert body["components"]["outbox"]["required"] is False  # backed up: "degraded"
 
 
 def test_request_id_is_echoed_and_passed_on(http):

@@ -163,6 +163,12 @@ def test_an_end_event_reaches_the_webhook_signed_and_the_job_shows_it(tmp_path, 
         }
         (logged,) = deliveries(app, created["id"])
         assert logged["event_id"] == event["id"] and logged["log"][0]["status"] == 200
+        metrics = app.client.get("/metrics").text
+        assert 'infergate_notify_deliveries_total{channel="webhook",outcome="delivered"} 1.0' in (
+            metrics
+        )
+        assert 'infergate_notify_attempts_total{channel="webhook",result="ok"} 1.0' in metrics
+        assert 'infergate_notify_delivery_seconds_count{channel="webhook"} 1.0' in metrics
 
 
 def test_500_three_times_then_200_is_four_attempts_on_the_schedule(tmp_path, receiver):

@@ -11,7 +11,7 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Protocol, TypeVar
 
 from fastapi import Query
@@ -102,3 +102,17 @@ def after_key(cursor: str | None) -> tuple[float, str] | None:
     ):
         return float(value[0]), value[1]
     raise InputInvalid("cursor: not a cursor this API returned", {"cursor": cursor[:64]})
+
+
+R = TypeVar("R")
+
+
+def key_page(
+    rows: Sequence[R], limit: int, key: Callable[[R], tuple[float, str]]
+) -> tuple[list[R], str | None]:
+    """`rows` read with `limit + 1`: the page, and the `key_cursor` of the next one
+    (None: this is the last page)."""
+    shown = list(rows[:limit])
+    if len(rows) <= limit or not shown:
+        return shown, None
+    return shown, key_cursor(key(shown[-1]))

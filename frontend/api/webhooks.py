@@ -87,9 +87,7 @@ async def list_webhooks(
     cursor: paging.KeyCursor = None,
 ) -> object:
     found = await service.page(caller, paging.after_key(cursor), limit + 1)
-    shown = found[:limit]
-    more = len(found) > limit and shown
-    next_cursor = paging.key_cursor((shown[-1].created_at, shown[-1].id)) if more else None
+    shown, next_cursor = paging.key_page(found, limit, lambda h: (h.created_at, h.id))
     return {"object": "list", "data": [render(h) for h in shown], "next_cursor": next_cursor}
 
 
@@ -159,10 +157,7 @@ async def deliveries(
     cursor: paging.KeyCursor = None,
 ) -> object:
     found = await service.deliveries(caller, webhook_id, paging.after_key(cursor), limit + 1)
-    shown = found[:limit]
-    more = len(found) > limit and shown
-    last = shown[-1] if shown else None
-    next_cursor = paging.key_cursor((last["created_at"], last["id"])) if more and last else None
+    shown, next_cursor = paging.key_page(found, limit, lambda d: (d["created_at"], d["id"]))
     return {"object": "list", "data": shown, "next_cursor": next_cursor}
 
 

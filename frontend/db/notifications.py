@@ -9,8 +9,6 @@ de-duplicate on Webhook-Id)."""
 
 from __future__ import annotations
 
-import base64
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -19,7 +17,8 @@ from sqlalchemy import Table, and_, delete, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .database import WAKE_FLAG
-from .job_types import JOBS, TERMINAL_STATES, rowcount
+from .ids import new_id
+from .job_types import JOBS, rowcount
 from .tables import (
     NotificationAttemptRecord,
     NotificationDeliveryRecord,
@@ -39,11 +38,6 @@ WEBHOOK_DISABLED = "webhook.disabled"
 # `Database.run` wakes this process's dispatcher after a commit that set this flag.
 WAKE = WAKE_FLAG
 e, d, a, w = EVENTS.c, DELIVERIES.c, ATTEMPTS.c, WEBHOOKS.c
-
-
-def new_id(prefix: str) -> str:
-    """`<prefix>_` and 26 base32 characters of 16 random bytes."""
-    return f"{prefix}_" + base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower()
 
 
 def job_summary(job: Any) -> dict[str, Any]:
@@ -151,11 +145,14 @@ async def enqueue_job_event(session: AsyncSession, job_id: str, type: str, now: 
     )
 
 
-async def progress_due(session: AsyncSession, job_id: str, now: float, interval_s: float) -> bool:
-    """Whether a job.progress event may be written now: at most one per `interval_s`
-    per job (the newest one's time is the bound), and only while it runs."""
-    state = (await session.execute(select(JOBS.c.state).where(JOBS.c.id == job_id))).scalar()
-    if state is None or state in TERMINAL_STATES:
+async def progress_due(
+    session: AsyncSession, job_id: str, owner: str, now: float, interval_s: float
+) -> bool:
+    """Whether a running job's job.progress event may be written now: only when one of
+    its owner's webhooks subscribes (the one query a chunk commit pays otherwise), and at
+    most one per `interval_s` per job (the newest one's time is the bound)."""
+    hooks = await session.execute(select(w.events).where(w.owner == owner, w.enabled == true()))
+    if not any("job.progress" in (events or ()) for (events,) in hooks.all()):
         return False
     newest = (
         await session.execute(

@@ -245,7 +245,7 @@ class JobRunner:
                     await self._transition(s, job.id, "cancelled", now)
             elif result.state == "running":
                 interval = ctx.settings.notify.progress_interval_s
-                if await notifications.progress_due(s, job.id, now, interval):
+                if await notifications.progress_due(s, job.id, job.owner, now, interval):
                     await notifications.enqueue_job_event(s, job.id, "job.progress", now)
                 window = self.settings.chunks_in_flight_per_job
                 return True, await jobs.next_to_dispatch(s, job.id, window, now)

@@ -15,10 +15,8 @@ Ownership: every job is read with its owner (None for admins), so another owner'
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
-import secrets
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from ..auth import scopes
 from ..auth.principal import Principal
 from ..db import jobs
 from ..db.database import Database
+from ..db.ids import new_id
 from ..db.jobs import Admission, DoneChunk, JobFileRow, JobRow, Work
 from ..errors import InputInvalid, JobFinished, NotFound
 from ..observability.metrics import Metrics
@@ -51,7 +50,7 @@ from .upload import FieldsOk, StoredFile
 
 def new_job_id() -> str:
     """`job_` and 26 base32 characters of 16 random bytes."""
-    return "job_" + base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower()
+    return new_id("job")
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
@@ -219,9 +220,9 @@ class Notifier:
         body = orjson.dumps(due.payload)
         headers = delivery_headers(due.event_id, int(self.clock()), body, keys)
         sent = await self.client.post(due.target, body, headers)
-        outcome = _Outcome(sent.status, sent.latency_ms, sent.error, ok=sent.delivered)
-        outcome.refused = sent.refused
-        return outcome
+        return _Outcome(
+            sent.status, sent.latency_ms, sent.error, ok=sent.delivered, refused=sent.refused
+        )
 
     async def _email(self, due: outbox.Due) -> _Outcome:
         if not self.mailer.enabled:
@@ -295,24 +296,16 @@ class Notifier:
             raise OutboxBacklogged(f"{count} due, the oldest for {age:.0f} s")
 
 
+@dataclass(slots=True)
 class _Outcome:
-    __slots__ = ("error", "final", "latency_ms", "ok", "refused", "status")
+    """One attempt's result as the dispatcher records it."""
 
-    def __init__(
-        self,
-        status: int | None,
-        latency_ms: float,
-        error: str | None,
-        *,
-        ok: bool = False,
-        final: bool = False,
-    ) -> None:
-        self.status = status
-        self.latency_ms = latency_ms
-        self.error = error
-        self.ok = ok
-        self.final = final
-        self.refused = False  # the SSRF policy refused the URL (no connection made)
+    status: int | None
+    latency_ms: float
+    error: str | None
+    ok: bool = False
+    final: bool = False  # no retry: the attempt cannot succeed later
+    refused: bool = False  # the SSRF policy refused the URL (no connection made)
 
 
 def _job_id(due: outbox.Due) -> str:

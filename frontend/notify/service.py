@@ -316,13 +316,7 @@ class NotificationsService:
         """The account's address; all null for an account that cannot have one (a
         standalone key): nothing to show is not an error."""
         if not caller.account.startswith("user:"):
-            return {
-                "email": None,
-                "notify_jobs": False,
-                "verified_at": None,
-                "pending": None,
-                "pending_expires_at": None,
-            }
+            return _address(None)
         user_id = self._user_id(caller)
         user = await self.database.run("email.get", lambda s: s.get(UserRow, user_id))
         if user is None:
@@ -431,7 +425,11 @@ class NotificationsService:
         return hmac.new(self.code_key, message, hashlib.sha256).hexdigest()
 
 
-def _address(user: UserRow) -> dict[str, Any]:
+def _address(user: UserRow | None) -> dict[str, Any]:
+    """The EmailAddress answer; all empty for an account without a user (no address)."""
+    if user is None:
+        empty = dict.fromkeys(("email", "verified_at", "pending", "pending_expires_at"))
+        return {**empty, "notify_jobs": False}
     return {
         "email": user.email,
         "notify_jobs": bool(user.email_jobs),
